@@ -1,0 +1,43 @@
+# One-command entry points; see README.md. Everything installs into ./.venv.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: venv test demo shallow wheels wheel-check bench clean
+
+$(BIN)/qcsurrogate: pyproject.toml plugins/holstein/pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]" -e plugins/holstein
+	touch $@
+
+venv: $(BIN)/qcsurrogate
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/qcsurrogate run examples/holstein_deep.yaml
+
+shallow: venv
+	$(BIN)/qcsurrogate run examples/holstein_shallow.yaml
+
+wheels: venv
+	rm -rf dist && mkdir -p dist
+	$(BIN)/python -m build --wheel --outdir dist .
+	$(BIN)/python -m build --wheel --outdir dist plugins/holstein
+
+# Install both wheels into a fresh venv the way a user would and smoke-test them.
+wheel-check: wheels
+	rm -rf build/wheel-venv
+	$(PY) -m venv build/wheel-venv
+	build/wheel-venv/bin/python -m pip install --quiet -c constraints.txt --find-links dist "qcsurrogate[holstein]"
+	cd build && wheel-venv/bin/qcsurrogate plugins
+	cd build && wheel-venv/bin/python -c "import qcsurrogate as q; s=q.load_system('holstein', L=4, g=0.5); print(q.simulate(s, s.initial_state('deep_quench', n_traj=2, seed=0), 0.08, 4))"
+
+bench: venv
+	$(BIN)/python benchmarks/bench_simulate.py
+
+clean:
+	rm -rf $(VENV) dist build

@@ -1,0 +1,13 @@
+"""The core's own plugin: registers the surrogates that ship with qcsurrogate."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+
+
+@hookimpl
+def register_surrogates(register):
+    from .surrogate import builtin_surrogates
+
+    for cls in builtin_surrogates():
+        register(cls)

@@ -1,0 +1,232 @@
+"""Conformance kit for System plugins, in the spirit of scikit-learn's `check_estimator`.
+
+Call `check_system(system, ...)` from a plugin's own tests to run every check, or parametrize a
+test over `iter_checks(system, ...)` to see each check pass or fail on its own. The checks hold
+for any hybrid system whose rho obeys a von Neumann equation with a Hermitian Hamiltonian and
+whose classical fields follow Hamiltonian dynamics; each raises `AssertionError` with the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .solvers import get_solver, simulate
+from .state import State
+from .system import System
+
+
+def random_unitary(L: int, batch: tuple[int, ...] = (), generator: torch.Generator | None = None) -> torch.Tensor:
+    """Haar-random unitaries `(*batch, L, L)` via QR of a complex Gaussian matrix."""
+    z = torch.randn(*batch, L, L, 2, dtype=torch.float64, generator=generator)
+    q, r = torch.linalg.qr(torch.view_as_complex(z))
+    d = torch.diagonal(r, dim1=-2, dim2=-1)
+    return q * (d / d.abs()).unsqueeze(-2)
+
+
+def random_density_matrix(
+    L: int, n_electrons: int, batch: tuple[int, ...] = (), generator: torch.Generator | None = None, pure: bool = True
+) -> torch.Tensor:
+    """A random one-body density matrix: a projector on `n_electrons` random orbitals (pure),
+    or random occupations in [0, 1] summing to `n_electrons` (mixed)."""
+    U = random_unitary(L, batch, generator)
+    occ = torch.zeros(*batch, L, dtype=torch.float64)
+    occ[..., :n_electrons] = 1.0
+    if not pure:
+        w = torch.rand(*batch, L, dtype=torch.float64, generator=generator)
+        occ = 0.5 * occ + 0.5 * w * (n_electrons / w.sum(-1, keepdim=True))
+        occ = occ.clamp(0, 1)
+    return (U * occ.to(U.dtype).unsqueeze(-2)) @ U.mH
+
+
+def random_state(
+    system: System, batch: tuple[int, ...] = (2,), seed: int = 0, scale: float = 0.3, n_electrons: int | None = None
+) -> State:
+    """Random fields `~ N(0, scale)` and a random pure-state rho at half filling (by default)."""
+    gen = torch.Generator().manual_seed(seed)
+    L = system.L
+    fields = {n: scale * torch.randn(*batch, L, dtype=torch.float64, generator=gen) for n in system.field_names}
+    rho = random_density_matrix(L, n_electrons if n_electrons is not None else L // 2, batch, gen)
+    return State(fields, rho)
+
+
+def hermiticity_error(rho: torch.Tensor) -> float:
+    return float((rho - rho.mH).abs().amax())
+
+
+def trace_of(rho: torch.Tensor) -> torch.Tensor:
+    return torch.diagonal(rho, dim1=-2, dim2=-1).sum(-1)
+
+
+def observed_order(errors: list[float], ratio: float = 2.0) -> list[float]:
+    """Convergence orders between successive errors when the step shrinks by `ratio`."""
+    return [math.log(e0 / e1) / math.log(ratio) for e0, e1 in zip(errors, errors[1:])]
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How strict the kit is; the defaults suit float64 ground truth."""
+
+    hermiticity: float = 1e-12
+    trace: float = 1e-12
+    order_window: tuple[float, float] = (3.5, 4.6)
+    energy_order_min: float = 3.3
+
+
+def _default_states(system: System, scenario_kwargs: Mapping[str, Mapping[str, Any]] | None) -> dict[str, State]:
+    states = {name: system.initial_state(name, **(scenario_kwargs or {}).get(name, {})) for name in system.scenarios()}
+    states["random"] = random_state(system)
+    return states
+
+
+def check_rhs_shapes_dtypes(system: System, state: State, **_: Any) -> None:
+    d = system.rhs(state)
+    assert d.fields.keys() == state.fields.keys(), f"rhs returned fields {list(d.fields)}, state has {list(state.fields)}"
+    for name in state.names:
+        a, b = state[name], d[name]
+        assert a.shape == b.shape, f"d{name}/dt has shape {tuple(b.shape)}, {name} has {tuple(a.shape)}"
+        assert a.dtype == b.dtype, f"d{name}/dt has dtype {b.dtype}, {name} has {a.dtype}"
+        assert torch.isfinite(torch.view_as_real(b) if b.is_complex() else b).all(), f"d{name}/dt is not finite"
+    e = system.energy(state)
+    assert e.shape == state.batch_shape, f"energy shape {tuple(e.shape)} != batch shape {tuple(state.batch_shape)}"
+    assert not e.is_complex(), "energy must be real"
+    assert set(system.graph.variables) == set(state.names), f"graph variables {system.graph.variables} != {state.names}"
+
+
+def check_rhs_real_matches_rhs(system: System, state: State, **_: Any) -> None:
+    d = system.rhs(state)
+    df, dre, dim = system.rhs_real(dict(state.fields), state.rho.real, state.rho.imag)
+    err = max(float((dre - d.rho.real).abs().amax()), float((dim - d.rho.imag).abs().amax()))
+    for k in state.fields:
+        err = max(err, float((df[k] - d.fields[k]).abs().amax()))
+    assert err < 1e-12, f"rhs_real and rhs disagree by {err:.3e}"
+
+
+def check_batch_equivalence(system: System, state: State, **_: Any) -> None:
+    if not state.batch_shape:
+        return
+    flat = state.map(lambda t: t.reshape(-1, *t.shape[len(state.batch_shape):]))
+    d_batch = system.rhs(flat)
+    for i in range(flat.rho.shape[0]):
+        d_one = system.rhs(flat.index(i))
+        assert d_one.allclose(d_batch.index(i), rtol=1e-12, atol=1e-13), f"batched rhs differs from single rhs at {i}"
+        e_one = system.energy(flat.index(i))
+        assert torch.allclose(e_one, system.energy(flat)[i], rtol=1e-12, atol=1e-12), "batched energy differs"
+
+
+def check_hermiticity_and_trace(system: System, state: State, dt: float, n_steps: int, tol: Tolerances, **_: Any) -> None:
+    traj = simulate(system, state, dt, n_steps, save_every=max(1, n_steps // 10))
+    herm = hermiticity_error(traj.rho)
+    tr = trace_of(traj.rho)
+    scale = max(1.0, float(tr.abs().amax()))
+    tr_err = float((tr - tr[0]).abs().amax()) / scale
+    assert herm < tol.hermiticity * scale, f"rho lost Hermiticity: max |rho - rho^H| = {herm:.3e}"
+    assert tr_err < tol.trace, f"trace of rho drifted by {tr_err:.3e} (relative)"
+    assert float(tr.imag.abs().amax()) < tol.trace * scale, "trace of rho acquired an imaginary part"
+
+
+def _energy_drift(system: System, state: State, dt: float, T: float) -> float:
+    n = round(T / dt)
+    traj = simulate(system, state, dt, n, save_every=n)
+    return float((system.energy(traj.index(-1)) - system.energy(traj.index(0))).abs().amax())
+
+
+def check_energy_drift_order(system: System, state: State, dt: float, n_steps: int, tol: Tolerances, **_: Any) -> None:
+    T = dt * n_steps
+    drifts = [_energy_drift(system, state, dt / 2**k, T) for k in range(3)]
+    e0 = float(system.energy(state).abs().amax())
+    floor = 1e-13 * max(1.0, e0) * n_steps * 4
+    if drifts[0] < floor:
+        return  # energy conserved to round-off at the coarsest step: nothing to measure
+    drifts = [max(d, floor) for d in drifts]
+    orders = observed_order(drifts)
+    assert max(orders) >= tol.energy_order_min, (
+        f"energy drift {drifts} at dt={dt}, dt/2, dt/4 falls with order {orders}; expected ~4 (RK4)"
+    )
+
+
+def check_rk4_order(system: System, state: State, dt: float, n_steps: int, tol: Tolerances, **_: Any) -> None:
+    T = dt * n_steps
+    ref_n = n_steps * 16
+    ref = simulate(system, state, T / ref_n, ref_n, save_every=ref_n).index(-1)
+    errs = []
+    for k in range(3):
+        n = n_steps * 2**k
+        y = simulate(system, state, T / n, n, save_every=n).index(-1)
+        errs.append(max(float((y[v] - ref[v]).abs().amax()) for v in state.names))
+    if errs[0] < 1e-11:
+        return  # the dynamics is too slow at this dt to measure an order above round-off
+    orders = observed_order(errs)
+    lo, hi = tol.order_window
+    assert lo <= orders[-1] <= hi or lo <= orders[0] <= hi, f"RK4 global errors {errs} give orders {orders}, expected ~4"
+    assert get_solver("rk4").order == 4
+
+
+def check_scenarios_deterministic(
+    system: System, state: State, scenario_kwargs: Mapping[str, Mapping[str, Any]] | None = None, **_: Any
+) -> None:
+    for name in system.scenarios():
+        kw = dict((scenario_kwargs or {}).get(name, {}))
+        a = system.initial_state(name, **kw)
+        b = system.initial_state(name, **kw)
+        assert a.allclose(b, rtol=0, atol=0), f"scenario '{name}' is not deterministic for {kw}"
+        herm = hermiticity_error(a.rho)
+        assert herm < 1e-12, f"scenario '{name}' gives a non-Hermitian rho ({herm:.3e})"
+        ev = torch.linalg.eigvalsh(a.rho)
+        assert float(ev.min()) > -1e-10 and float(ev.max()) < 1 + 1e-10, (
+            f"scenario '{name}' gives rho with eigenvalues outside [0, 1]: [{float(ev.min())}, {float(ev.max())}]"
+        )
+        assert a.dtype == torch.float64 and a.rho.dtype == torch.complex128, f"scenario '{name}' is not float64/complex128"
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "rhs_shapes_dtypes": check_rhs_shapes_dtypes,
+    "rhs_real_matches_rhs": check_rhs_real_matches_rhs,
+    "batch_equivalence": check_batch_equivalence,
+    "hermiticity_and_trace": check_hermiticity_and_trace,
+    "energy_drift_order": check_energy_drift_order,
+    "rk4_order": check_rk4_order,
+    "scenarios_deterministic": check_scenarios_deterministic,
+}
+
+_PER_STATE = {"rhs_shapes_dtypes", "rhs_real_matches_rhs", "batch_equivalence", "hermiticity_and_trace",
+              "energy_drift_order", "rk4_order"}
+
+
+def iter_checks(
+    system: System,
+    states: Mapping[str, State] | None = None,
+    *,
+    scenario_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    dt: float = 0.1,
+    n_steps: int = 100,
+    tolerances: Tolerances = Tolerances(),
+) -> Iterator[tuple[str, Callable[[], None]]]:
+    """Yield `(check_id, run)` pairs; `run()` raises AssertionError on failure."""
+    states = dict(states) if states is not None else _default_states(system, scenario_kwargs)
+    kw = {"dt": dt, "n_steps": n_steps, "tol": tolerances, "scenario_kwargs": scenario_kwargs}
+    for cname, fn in CHECKS.items():
+        if cname in _PER_STATE:
+            for sname, st in states.items():
+                yield f"{cname}[{sname}]", (lambda fn=fn, st=st: fn(system, st, **kw))
+        else:
+            first = next(iter(states.values()))
+            yield cname, (lambda fn=fn, st=first: fn(system, st, **kw))
+
+
+def check_system(system: System, states: Mapping[str, State] | None = None, **kwargs: Any) -> list[str]:
+    """Run every conformance check; raise AssertionError listing all failures, else return the check ids."""
+    failures, passed = [], []
+    for cid, run in iter_checks(system, states, **kwargs):
+        try:
+            run()
+            passed.append(cid)
+        except AssertionError as err:
+            failures.append(f"{cid}: {err}")
+    if failures:
+        raise AssertionError(f"{len(failures)} conformance check(s) failed for {system!r}:\n" + "\n".join(failures))
+    return passed
