@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Surrogate
+from .base import Surrogate, SurrogateConfig, project_density_matrix
+from .normalization import Normalization
+from .parc import PARC, PlainCNN
 
 
 def builtin_surrogates() -> list[type[Surrogate]]:
     """Surrogate classes shipped with the core (registered by the core's own plugin)."""
-    return []
+    return [PARC, PlainCNN]
 
 
-__all__ = ["Surrogate", "builtin_surrogates"]
+__all__ = ["PARC", "Normalization", "PlainCNN", "Surrogate", "SurrogateConfig", "builtin_surrogates", "project_density_matrix"]

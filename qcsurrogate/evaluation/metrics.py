@@ -1,0 +1,114 @@
+"""The paper's error metrics and physics diagnostics of surrogate rollouts.
+
+RMSE_X = sqrt(mean_i (X - X_pred)^2) per field, RMSE_rho = sqrt(mean_ij |rho - rho_pred|^2), computed
+per sample and then averaged over samples (trajectories and start times); total = sum of the three
+(Sec. IV). Everything here is generic over a System's fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..state import RHO, State
+from ..system import System
+
+Predictor = Callable[[State, int], State]
+"""`predict(state0, n_steps) -> trajectory` with a leading time axis of n_steps + 1 snapshots."""
+
+
+def rmse_per_sample(pred: State, true: State) -> dict[str, torch.Tensor]:
+    """Per-sample RMSE of each variable, shaped like the batch."""
+    out = {}
+    for name in true.names:
+        d = (pred[name].to(true[name].dtype) - true[name]).abs().pow(2)
+        dims = (-2, -1) if name == RHO else (-1,)
+        out[name] = d.mean(dim=dims).sqrt()
+    return out
+
+
+def summarize_rmse(per_sample: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Average over samples; `rmse_total` is the sum of the per-variable averages (the paper's total)."""
+    res = {f"rmse_{k}": float(v.double().mean()) for k, v in per_sample.items()}
+    res["rmse_total"] = sum(res.values())
+    return res
+
+
+def next_step_rmse(predict_one: Callable[[State], State], current: State, nxt: State, batch: int = 1024) -> dict[str, float]:
+    """One-step RMSE over all given (state, next) pairs."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    n = current.rho.shape[0]
+    for i in range(0, n, batch):
+        sl = slice(i, i + batch)
+        with torch.no_grad():
+            pred = predict_one(current.index(sl))
+        for k, v in rmse_per_sample(pred.to(dtype=torch.float64), nxt.index(sl)).items():
+            parts.setdefault(k, []).append(v.cpu())
+    return summarize_rmse({k: torch.cat(v) for k, v in parts.items()})
+
+
+def rollout_rmse(
+    predictor: Predictor, trajectories: State, starts: Sequence[int], horizon: int, record: Sequence[int]
+) -> tuple[dict[str, Any], State]:
+    """RMSE against the number of recurrent steps, averaged over trajectories and start times.
+
+    `trajectories` is `(n_traj, n_time, ...)`. All (trajectory, start) pairs roll out as one batch.
+    Returns the curve (at the step counts in `record`) and the predicted rollouts `(n_time', n_pairs, ...)`.
+    """
+    starts = [s for s in starts if s + horizon < trajectories.rho.shape[1]]
+    if not starts:
+        raise ValueError(f"no start time leaves room for a {horizon}-step rollout")
+    t0 = torch.tensor(starts)
+    n_traj = trajectories.rho.shape[0]
+    state0 = trajectories.map(lambda x: x[:, t0].reshape(n_traj * len(starts), *x.shape[2:]))
+    pred = predictor(state0, horizon)
+    curve: dict[str, Any] = {"steps": list(record)}
+    per_step: dict[str, list[float]] = {}
+    for j, k in enumerate(record):
+        true_k = trajectories.map(lambda x: x[:, t0 + k].reshape(n_traj * len(starts), *x.shape[2:]))
+        summary = summarize_rmse(rmse_per_sample(pred.index(k).to(dtype=torch.float64), true_k))
+        for key, v in summary.items():
+            per_step.setdefault(key, []).append(v)
+    curve.update(per_step)
+    return curve, pred
+
+
+def persistence(state0: State, n_steps: int) -> State:
+    """The trivial baseline u(t + k) = u(t)."""
+    return State.stack([state0] * (n_steps + 1))
+
+
+def staggered_mean(x: torch.Tensor) -> torch.Tensor:
+    """(1/L) sum_i (-1)^i x_i: the order parameter of a period-2 (CDW-like) modulation."""
+    L = x.shape[-1]
+    sign = torch.ones(L, dtype=x.dtype, device=x.device)
+    sign[1::2] = -1
+    return (x * sign).mean(-1)
+
+
+def physics_diagnostics(system: System, pred: State, true: State) -> dict[str, Any]:
+    """Trace and Hermiticity error of predicted rho, energy drift, and staggered field means vs truth.
+
+    `pred`/`true` are `(n_time, batch, ...)` rollouts starting from the same state.
+    """
+    pred64 = pred.to(dtype=torch.float64)
+    rho = pred64.rho
+    tr = torch.diagonal(rho, dim1=-2, dim2=-1).sum(-1)
+    tr_true = torch.diagonal(true.rho, dim1=-2, dim2=-1).sum(-1)
+    e_pred = system.energy(pred64)
+    e_true0 = system.energy(true.index(0))
+    scale = e_true0.abs().clamp_min(1.0)
+    out: dict[str, Any] = {
+        "trace_error_max": float((tr - tr_true).abs().max()),
+        "hermiticity_error_max": float((rho - rho.mH).abs().amax()),
+        "energy_drift_max_rel": float(((e_pred - e_true0) / scale).abs().max()),
+        "energy_drift_final_rel": float(((e_pred[-1] - e_true0) / scale).abs().mean()),
+        "truth_energy_drift_max_rel": float(((system.energy(true) - e_true0) / scale).abs().max()),
+    }
+    for name in true.fields:
+        sp = staggered_mean(pred64[name])
+        st = staggered_mean(true[name])
+        out[f"staggered_{name}_rmse"] = float((sp - st).pow(2).mean().sqrt())
+    return out

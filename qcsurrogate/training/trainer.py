@@ -1,0 +1,262 @@
+"""Training loop: Eq. (11) with exact derivatives, AdamW, warm-up + cosine, clipping, exact resume.
+
+Every random draw of step `s` (batch order, dropout, noise) is seeded from `(seed, s)`, so a run
+resumed from a checkpoint reproduces the uninterrupted run bit for bit on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..atomic import atomic_write_json
+from ..state import RHO, State
+from ..surrogate.base import Surrogate
+from ..system import System
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
+from .data import WindowSampler
+
+
+class RolloutTraining(BaseModel):
+    """Multi-step (unrolled) training: a curriculum that raises the unroll length k over training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(1, ge=1, le=256, description="largest unroll length k (1 = one-step training, the paper)")
+    start_fraction: float = Field(0.5, ge=0.0, le=1.0, description="fraction of training done with k = 1 first")
+    weight_decay_per_step: float = Field(1.0, gt=0.0, le=1.0, description="weight of the j-th unrolled step: w**j")
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings (steps are optimizer steps; learning rates per step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0, description="final lr as a fraction of lr (cosine decay)")
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
+    derivative_weight: float = Field(1.0, ge=0.0, description="weight of Eq. (11)'s derivative term")
+    noise_std: float = Field(0.0, ge=0.0, description="input noise injection, in units of each input's std")
+    rollout: RolloutTraining = Field(default_factory=RolloutTraining)
+    seed: int = 0
+    log_every: int = Field(50, ge=1)
+    val_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+    progress: bool | None = None
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainConfig:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        return self
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from 0, then cosine decay to `min_lr_ratio * lr`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    frac = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_lr_ratio
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def unroll_length(step: int, cfg: TrainConfig) -> int:
+    r = cfg.rollout
+    if r.max_steps == 1:
+        return 1
+    start = r.start_fraction * cfg.steps
+    if step < start:
+        return 1
+    frac = (step - start) / max(1.0, cfg.steps - start)
+    return min(r.max_steps, 1 + int(frac * r.max_steps))
+
+
+def _perturb(state: State, model: Surrogate, std: float) -> State:
+    """Gaussian noise scaled by each variable's input std; rho stays Hermitian."""
+    scales = model.normalization.inputs
+    fields = {}
+    for k, v in state.fields.items():
+        s = scales.get(f"{k}:identity", (0.0, 1.0))[1]
+        fields[k] = v + std * s * torch.randn_like(v)
+    s = scales.get(f"{RHO}:matrix", (0.0, 1.0))[1]
+    z = torch.randn_like(state.rho)
+    rho = state.rho + std * s * 0.5 * (z + z.mH)
+    return State._raw(fields, rho)
+
+
+class Trainer:
+    """Fits a surrogate to windows of trajectories of one System."""
+
+    def __init__(
+        self,
+        model: Surrogate,
+        system: System,
+        train: WindowSampler,
+        val: WindowSampler | None,
+        cfg: TrainConfig,
+        run_dir: Path,
+        log: Callable[[str], None] = lambda s: None,
+    ) -> None:
+        self.model, self.system, self.train_data, self.val_data, self.cfg = model, system, train, val, cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.log = log
+        decay, no_decay = [], []
+        for n, p in model.named_parameters():
+            (no_decay if n.endswith("bias") or n.endswith("bias_im") else decay).append(p)
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=(0.9, 0.999),
+        )
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.time_data = 0.0  # batch assembly and exact-derivative targets, inside train_step
+
+    # -- one optimisation step ---------------------------------------------------------------------
+    def _loss(self, window: list[State], k: int, gen_seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+        m = self.model
+        cur = m.prepare(window[0])
+        if self.cfg.noise_std > 0:
+            cur = _perturb(cur, m, self.cfg.noise_std)
+        total = torch.zeros((), dtype=m.dtype, device=m.device)
+        parts: dict[str, float] = {}
+        for j in range(k):
+            t0 = time.perf_counter()
+            with torch.no_grad():  # exact derivative target, at whatever state the network sees
+                deriv = self.system.rhs(cur.detach().to(dtype=torch.float64)).to(device=m.device, dtype=m.dtype)
+            target = m.prepare(window[j + 1])
+            self.time_data += time.perf_counter() - t0
+            pred, aux = m.predict(cur)
+            loss_j, parts_j = m.loss(cur, deriv, target, aux=aux, prediction=pred, derivative_weight=self.cfg.derivative_weight)
+            w = self.cfg.rollout.weight_decay_per_step**j
+            total = total + w * loss_j / k
+            for kk, v in parts_j.items():
+                parts[kk] = parts.get(kk, 0.0) + v / k
+            cur = pred
+        return total, parts
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 7919 + self.step)  # dropout / noise draws for this step
+        k = unroll_length(self.step, cfg)
+        t0 = time.perf_counter()
+        window = self.train_data.batch(self.step, cfg.batch_size, k)
+        self.time_data += time.perf_counter() - t0
+        lr = learning_rate(self.step, cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.model.train()
+        loss, parts = self._loss(window, k, self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        return {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm), "unroll": k, **parts}
+
+    @torch.no_grad()
+    def validate(self, max_pairs: int = 2048) -> float:
+        if self.val_data is None:
+            return float("nan")
+        self.model.eval()
+        cur, nxt = self.val_data.all_pairs(stride=max(1, (self.val_data.size // max_pairs)))
+        deriv = self.system.rhs(cur)
+        loss, _ = self.model.loss(self.model.prepare(cur), self.model.prepare(deriv), self.model.prepare(nxt))
+        return float(loss)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return False
+        meta = load_checkpoint(path, self.model, self.opt, None)
+        if meta.get("train_config") != self.cfg.model_dump(mode="json"):
+            raise ValueError(f"checkpoint {path} was written with a different training config; refusing to resume")
+        self.step = int(meta["step"])
+        self.history = meta.get("history", [])
+        self.log(f"resumed from {path} at step {self.step}")
+        return True
+
+    def checkpoint(self) -> None:
+        save_checkpoint(
+            self.ckpt_dir, self.step, self.model, self.opt, None,
+            {"train_config": self.cfg.model_dump(mode="json"), "history": self.history},
+            keep=self.cfg.keep_checkpoints,
+        )
+
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to `cfg.steps` (or only until `stop_after` steps, to simulate an interrupted run)."""
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if resume:
+            self.resume()
+        metrics_path = self.run_dir / "train_log.jsonl"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        bar = None
+        if cfg.progress or (cfg.progress is None and sys.stderr.isatty()):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        t_step = 0.0
+        self.time_data = 0.0
+        t_start = time.perf_counter()
+        samples = 0
+        last: dict[str, Any] = {}
+        end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        with open(metrics_path, "a") as logf:
+            while self.step < end:
+                t0 = time.perf_counter()
+                rec = self.train_step()
+                t_step += time.perf_counter() - t0
+                samples += cfg.batch_size * rec["unroll"]
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    elapsed = time.perf_counter() - t_start
+                    rec["samples_per_s"] = samples / max(elapsed, 1e-9)
+                    if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                        rec["val_loss"] = self.validate()
+                    self.history.append(rec)
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                    last = rec
+                    msg = f"loss={rec['loss']:.3e} lr={rec['lr']:.1e} k={rec['unroll']} {rec['samples_per_s']:.0f} samples/s"
+                    if bar is not None:
+                        bar.set_postfix_str(msg)
+                    else:
+                        self.log(f"step {self.step}/{cfg.steps} {msg}")
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                    self.checkpoint()
+        if bar is not None:
+            bar.close()
+        wall = time.perf_counter() - t_start
+        summary = {
+            "steps": self.step,
+            "final": last,
+            "wall_s": wall,
+            # share of wall time outside forward/backward/optimizer: data, targets, logging, checkpoints
+            "outside_model_fraction": 1 - (t_step - self.time_data) / max(wall, 1e-9),
+            "samples_per_s": samples / max(wall, 1e-9),
+            "n_parameters": self.model.n_parameters(),
+        }
+        if self.step >= cfg.steps:
+            save_model(self.model, self.run_dir / "model", extra={"train_summary": summary})
+            atomic_write_json(self.run_dir / "train_summary.json", summary)
+        return summary
