@@ -14,6 +14,7 @@ from .registry import list_plugins, list_surrogates, list_systems, load_system, 
 from .solvers import simulate
 from .state import State
 from .system import ConfigError, System, SystemParams, scenario
+from .io import TrajectoryWriter, open_trajectory, simulate_to_file
 
 try:
     __version__ = version("qcsurrogate")

@@ -1,0 +1,298 @@
+"""The ``qcsurrogate`` command line.
+
+Each subcommand is a pair of functions, one adding its arguments to a parser and one running it
+(returning an exit code), registered in `COMMANDS`. To add one (run, train, evaluate, plot...)::
+
+    def _train_args(p): p.add_argument("config")
+    def _train(args) -> int: ...
+    COMMANDS["train"] = Command("train", "train a surrogate from a YAML config", _train_args, _train)
+
+Expected user errors (bad config, unknown system, missing or invalid file) print one clean
+paragraph to stderr and exit with status 2; ``--traceback`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+"""User errors (usage, configuration, input files) exit with 2, as argparse does."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .io import TrajectoryFormatError
+    from .registry import RegistryError
+    from .system import ConfigError
+
+    return (ConfigError, TrajectoryFormatError, RegistryError, FileNotFoundError, FileExistsError,
+            IsADirectoryError, PermissionError)
+
+
+def _err(msg: str) -> None:
+    print(f"qcsurrogate: error: {msg}", file=sys.stderr)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings as one readable line each, without the source line of the console script."""
+    print(f"qcsurrogate: warning ({category.__name__}): {message}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------
+# plugins
+# ------------------------------------------------------------------------------------------------
+def _param_info(params_cls: Any) -> dict[str, Any]:
+    from .io.schema import to_jsonable
+
+    out = {}
+    for name, f in params_cls.model_fields.items():
+        if f.is_required():
+            out[name] = {"required": True}
+        else:
+            out[name] = {"required": False, "default": to_jsonable(f.get_default(call_default_factory=True),
+                                                                   lenient=True)}
+    return out
+
+
+def plugins_info() -> dict[str, Any]:
+    """Installed plugins, their versions, and the systems (with scenarios) and surrogates they register."""
+    import inspect
+
+    from .registry import get_registry
+
+    reg = get_registry()
+    out: dict[str, Any] = {}
+    for pname, entry in reg.plugins.items():
+        systems = {}
+        for sname in entry.get("systems", []):
+            cls = reg.systems[sname].obj
+            systems[sname] = {
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+                "description": (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " "),
+                "fields": list(getattr(cls, "field_names", ())),
+                "params": _param_info(cls.Params),
+                "scenarios": cls.scenarios(),
+            }
+        surrogates = {}
+        for gname in entry.get("surrogates", []):
+            cls = reg.surrogates[gname].obj
+            surrogates[gname] = {
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+                "description": (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " "),
+            }
+        out[pname] = {"version": entry.get("version"), "systems": systems, "surrogates": surrogates}
+    return out
+
+
+def _plugins_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    info = plugins_info()
+    if args.json:
+        print(json.dumps({"plugins": info}, indent=2))
+        return EXIT_OK
+    for pname, entry in info.items():
+        print(f"{pname} {entry['version'] or '(version unknown)'}")
+        if not entry["systems"] and not entry["surrogates"]:
+            print("  (registers nothing)")
+        for sname, s in entry["systems"].items():
+            print(f"  system {sname}: {s['description']}")
+            params = ", ".join(k if v["required"] else f"{k}={v['default']!r}" for k, v in s["params"].items())
+            print(f"    params: {params}")
+            print(f"    fields: {', '.join(s['fields'])}, rho")
+            for scen, doc in s["scenarios"].items():
+                print(f"    scenario {scen}" + (f": {doc}" if doc else ""))
+        for gname, g in entry["surrogates"].items():
+            print(f"  surrogate {gname}" + (f": {g['description']}" if g["description"] else ""))
+    if not any(e["systems"] for e in info.values()):
+        print("no systems installed; install a plugin, e.g. `pip install qcsurrogate[holstein]`")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
+# simulate
+# ------------------------------------------------------------------------------------------------
+def _simulate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="YAML config (system, scenario, simulation, output)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="output file (overrides `output.path`)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: only for long runs on a terminal)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from .system import ConfigError
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise ConfigError(f"simulation.device: device '{device}' is not available here ({err})") from None
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .config import load_simulate_config
+    from .io import simulate_to_file
+
+    cfg = load_simulate_config(args.config)
+    out = args.output if args.output is not None else cfg.output.path
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
+    if out.is_dir():
+        raise IsADirectoryError(f"output {out} is a directory; give a file name")
+    sim = cfg.simulation
+    _check_device(sim.device)
+    system = cfg.system.build()
+    try:
+        state0 = cfg.scenario.initial_state(system)
+    except (TypeError, ValueError) as err:  # bad scenario arguments are configuration errors
+        from .system import ConfigError
+
+        raise ConfigError(
+            f"scenario.kwargs: scenario '{cfg.scenario.name}' of system '{system.name}' rejected "
+            f"{cfg.scenario.kwargs}: {err}"
+        ) from err
+    print(f"simulating {system!r}, scenario {cfg.scenario.name}: n_traj={max(1, state0.batch_shape.numel())}, "
+          f"{sim.n_steps} steps of dt={sim.dt} (t_end={sim.duration:g} hbar/t), saving every {sim.save_every}",
+          file=sys.stderr)
+    t_start = time.perf_counter()
+    simulate_to_file(
+        system, state0, out, sim.dt, sim.n_steps, sim.save_every,
+        scenario=cfg.scenario.name, scenario_kwargs=cfg.scenario.kwargs, precision=sim.precision,
+        compression=cfg.output.compression, compression_opts=cfg.output.compression_level,
+        overwrite=args.force, extra_attrs={"config": cfg.model_dump(mode="json"), "config_file": str(args.config)},
+        solver=sim.solver, device=sim.device, compile=sim.compile, progress=args.progress,
+    )
+    elapsed = time.perf_counter() - t_start
+    size = out.stat().st_size
+    print(f"wrote {out} ({sim.n_snapshots} snapshots, {size / 1e6:.2f} MB) in {elapsed:.1f} s")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
+# inspect
+# ------------------------------------------------------------------------------------------------
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="trajectory file (.h5)")
+    p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+
+
+def _fmt_kwargs(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in d.items())
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    from .io.schema import graph_label
+
+    plugin = f" (plugin {s['plugin']} {s['plugin_version']})".rstrip() if s["plugin"] else ""
+    vs = s["versions"]
+    lines = [
+        f"{s['path']}  ({s['size_bytes'] / 1e6:.2f} MB, {s['schema']})",
+        f"  system        {s['system']}{plugin}",
+        f"  params        {_fmt_kwargs(s['params'])}",
+        f"  graph         {graph_label(s['graph'])}",
+        f"  scenario      {s['scenario'] or '(none)'}({_fmt_kwargs(s['scenario_kwargs'])})",
+        f"  trajectories  {s['n_trajectories']} (batch shape {tuple(s['batch_shape'])})",
+        f"  snapshots     {s['n_time']}, t = {s['t_start']:g} .. {s['t_end']:g} {s['time_units']}",
+        f"  stepping      dt={s['dt']:g}, save_every={s['save_every']}, n_steps={s['n_steps']}, "
+        f"solver={s['solver'] or '?'}",
+        f"  precision     stored {s['precision']}, computed {s['compute_precision']}",
+    ]
+    for name, v in s["variables"].items():
+        comp = v["compression"] or "none"
+        lines.append(f"  {name:<13} {tuple(v['shape'])} {v['dtype']}, chunks {tuple(v['chunks'] or ())}, "
+                     f"compression {comp}")
+    lines.append(f"  created       {s['created']} with qcsurrogate {vs.get('qcsurrogate', '?')}, "
+                 f"torch {vs.get('torch', '?')}, h5py {vs.get('h5py', '?')}")
+    return "\n".join(lines)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .io import open_trajectory
+
+    with open_trajectory(args.file) as traj:
+        summary = traj.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(summary))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("plugins", "list installed plugins, their systems, scenarios and surrogates", _plugins_args, _plugins),
+        Command("simulate", "simulate a system from a YAML config into an HDF5 trajectory file",
+                _simulate_args, _simulate),
+        Command("inspect", "print the metadata of a trajectory file", _inspect_args, _inspect),
+    )
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="qcsurrogate", description="Neural surrogates of hybrid quantum-classical dynamics."
+    )
+    parser.add_argument("--version", action="version", version=f"qcsurrogate {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    if getattr(args, "_run", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args._run(args))
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except _user_errors() as exc:
+        if args.traceback:
+            raise
+        msg = str(exc)
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:
+            msg = f"{exc.strerror}: {exc.filename}"
+        _err(msg)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

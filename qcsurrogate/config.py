@@ -1,0 +1,370 @@
+"""Typed, strict YAML configuration (pydantic v2).
+
+Every model forbids unknown keys, so a typo is an error naming the key (with a suggestion) and
+the file, never a silently ignored setting. The pieces compose:
+
+- `SystemConfig` (which System, with which parameters, validated by the System's own `Params`),
+  `ScenarioConfig` (initial state) and `SimulationConfig` (time stepping, precision, device) are
+  grouped as `DataConfig`, the reusable "where the ground truth comes from" block (the `data:`
+  section of a training run config).
+- `SimulateConfig` is `DataConfig` plus an `output` block: the config of ``qcsurrogate simulate``.
+
+`load_yaml(path, Model)` loads any of them (or any later model) with the same error reporting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from .system import ConfigError, System
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "OutputConfig",
+    "ScenarioConfig",
+    "SimulateConfig",
+    "SimulationConfig",
+    "StrictModel",
+    "SystemConfig",
+    "format_config_error",
+    "load_simulate_config",
+    "load_yaml",
+    "parse_config",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors; assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _custom(kind: str, msg: str) -> PydanticCustomError:
+    # The message goes through the context so braces in it are never read as placeholders.
+    return PydanticCustomError(kind, "{msg}", {"msg": msg})
+
+
+def _system_class(name: str) -> type[System]:
+    from .registry import get_system_class
+
+    return get_system_class(name)
+
+
+# ------------------------------------------------------------------------------------------------
+# The data block: system, scenario, simulation
+# ------------------------------------------------------------------------------------------------
+class SystemConfig(StrictModel):
+    """Which System to simulate, by registered name, and its parameters."""
+
+    name: str = Field(description="registered system name, e.g. 'holstein' (see `qcsurrogate plugins`)")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the System's parameters; validated by the System's own Params model when loaded",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_system(cls, name: str) -> str:
+        from .registry import RegistryError
+
+        try:
+            _system_class(name)
+        except RegistryError as err:
+            raise _custom("unknown_system", str(err)) from None
+        return name
+
+    @field_validator("params")
+    @classmethod
+    def _valid_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if name is None:  # the name was already reported as invalid
+            return params
+        # A ValidationError raised here is reported with its locations under `params`.
+        _system_class(name).Params.model_validate(params)
+        return params
+
+    def build(self) -> System:
+        """The configured System instance."""
+        return _system_class(self.name)(**self.params)
+
+
+class ScenarioConfig(StrictModel):
+    """The named initial-state scenario of the System and its keyword arguments (seeds included)."""
+
+    name: str = Field(description="scenario name, a @scenario method of the System, e.g. 'shallow_quench'")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the scenario")
+
+    def initial_state(self, system: System):  # -> State
+        return system.initial_state(self.name, **self.kwargs)
+
+
+Precision = Literal["float64", "float32"]
+
+
+class SimulationConfig(StrictModel):
+    """Fixed-step integration of the ground truth (always computed in float64)."""
+
+    dt: float = Field(gt=0, allow_inf_nan=False, description="time step in units of hbar/t (t: the hopping amplitude)")
+    n_steps: int = Field(ge=1, description="number of time steps; total time n_steps * dt (units hbar/t)")
+    save_every: int = Field(default=1, ge=1, description="keep every k-th step (n_steps must be a multiple)")
+    solver: Literal["rk4", "midpoint", "euler"] = Field(default="rk4", description="explicit Runge-Kutta method")
+    precision: Precision = Field(
+        default="float64",
+        description="storage precision of the trajectory: float64 (complex128 rho) or float32 (complex64 rho)",
+    )
+    device: str = Field(default="cpu", description="torch device for the integration, e.g. 'cpu', 'cuda:0'")
+    compile: bool = Field(default=False, description="fuse each step with torch.compile (worth it for long runs)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        import torch
+
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError, TypeError):
+            raise _custom("invalid_device", f"'{device}' is not a torch device (try 'cpu', 'cuda', 'cuda:0')") from None
+        return device
+
+    @model_validator(mode="after")
+    def _multiple(self) -> SimulationConfig:
+        if self.n_steps % self.save_every:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [InitErrorDetails(
+                    type=_custom("not_multiple", f"n_steps ({self.n_steps}) must be a multiple of save_every "
+                                                 f"({self.save_every})"),
+                    loc=("n_steps",), input=self.n_steps)],
+            )
+        return self
+
+    @property
+    def n_snapshots(self) -> int:
+        """Snapshots saved, t = 0 included."""
+        return self.n_steps // self.save_every + 1
+
+    @property
+    def duration(self) -> float:
+        return self.n_steps * self.dt
+
+
+class DataConfig(StrictModel):
+    """Where ground-truth trajectories come from: system, initial-state scenario, integration."""
+
+    system: SystemConfig
+    scenario: ScenarioConfig
+    simulation: SimulationConfig
+
+    @model_validator(mode="after")
+    def _scenario_exists(self) -> DataConfig:
+        cls = _system_class(self.system.name)
+        scenarios = cls.scenarios()
+        errors: list[InitErrorDetails] = []
+
+        def fail(loc: tuple[Any, ...], value: Any, msg: str, kind: str = "invalid_scenario") -> None:
+            errors.append(InitErrorDetails(type=_custom(kind, msg), loc=loc, input=value))
+
+        if self.scenario.name not in scenarios:
+            hint = _did_you_mean(self.scenario.name, scenarios)
+            fail(("scenario", "name"), self.scenario.name,
+                 f"system '{self.system.name}' has no scenario '{self.scenario.name}'{hint}; "
+                 f"available: {sorted(scenarios)}")
+        else:
+            fn = getattr(cls, self.scenario.name)
+            sig = inspect.signature(fn)
+            params = {n: p for n, p in sig.parameters.items() if n != "self"}
+            open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            try:
+                hints = get_type_hints(fn)
+            except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
+                hints = {}
+            coerced = dict(self.scenario.kwargs)
+            for key, value in self.scenario.kwargs.items():
+                if key not in params:
+                    if not open_kwargs:
+                        names = list(params)
+                        fail(("scenario", "kwargs", key), value,
+                             f"scenario '{self.scenario.name}' has no argument '{key}'"
+                             f"{_did_you_mean(key, names)}; it accepts {names}")
+                    continue
+                if key not in hints:
+                    continue
+                try:
+                    adapter = TypeAdapter(hints[key])
+                except Exception:  # noqa: BLE001 - types pydantic cannot validate are passed through
+                    continue
+                try:
+                    coerced[key] = adapter.validate_python(value)
+                except ValidationError as err:
+                    for e in err.errors(include_url=False):
+                        fail(("scenario", "kwargs", key, *e["loc"]), value, e["msg"], "scenario_argument")
+            if not errors and coerced != self.scenario.kwargs:
+                self.scenario.kwargs = coerced  # e.g. YAML's string '1e-4' for a float argument
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    def build_system(self) -> System:
+        return self.system.build()
+
+    def initial_state(self, system: System | None = None):  # -> State
+        return self.scenario.initial_state(system if system is not None else self.build_system())
+
+
+# ------------------------------------------------------------------------------------------------
+# `qcsurrogate simulate`
+# ------------------------------------------------------------------------------------------------
+class OutputConfig(StrictModel):
+    """Where and how the trajectory file is written (a bare string is taken as `path`)."""
+
+    path: Path = Field(description="output HDF5 file; relative paths are relative to the working directory")
+    compression: Literal["gzip", "lzf"] | None = Field(default=None, description="HDF5 compression filter")
+    compression_level: int | None = Field(default=None, ge=0, le=9, description="gzip level (default 4)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, (str, os.PathLike)):
+            return {"path": value}
+        return value
+
+    @model_validator(mode="after")
+    def _level_needs_gzip(self) -> OutputConfig:
+        if self.compression_level is not None and self.compression != "gzip":
+            raise ValueError("compression_level needs compression: gzip")
+        return self
+
+
+class SimulateConfig(DataConfig):
+    """The config of ``qcsurrogate simulate``: a data block plus the output file."""
+
+    output: OutputConfig
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading and error reporting
+# ------------------------------------------------------------------------------------------------
+def _did_you_mean(word: str, options: Any) -> str:
+    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The BaseModel class inside `X`, `X | None`, `Optional[X]`, else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is not None:
+        for arg in get_args(annotation):
+            found = _unwrap(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _allowed_keys(model_cls: type[BaseModel], data: Any, loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed at the mapping that holds `loc[-1]`, walking models (and System Params)."""
+    cur: Any = model_cls
+    node = data
+    for part in loc[:-1]:
+        if cur is None:
+            return None
+        fields = cur.model_fields
+        if part not in fields:
+            return None
+        nxt = _unwrap(fields[part].annotation)
+        if nxt is None and issubclass(cur, SystemConfig) and part == "params" and isinstance(node, Mapping):
+            try:
+                nxt = _system_class(str(node.get("name"))).Params
+            except Exception:  # noqa: BLE001 - suggestions are best effort
+                return None
+        cur = nxt
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if cur is None:
+        return None
+    return list(cur.model_fields)
+
+
+def format_config_error(err: ValidationError, source: str, model_cls: type[BaseModel] | None = None,
+                        data: Any = None, prefix: str = "") -> str:
+    """One line per problem, `location: message`, under a header naming the file."""
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        where = ".".join(str(p) for p in (*((prefix,) if prefix else ()), *loc)) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+            if model_cls is not None and loc:
+                allowed = _allowed_keys(model_cls, data, loc)
+                if allowed is not None:
+                    msg += f"{_did_you_mean(loc[-1], allowed)}; allowed keys: {', '.join(allowed)}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"].startswith("value_error") and msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, model_cls: type[M], *, source: str = "<config>") -> M:
+    """Validate already-parsed data (a dict) against `model_cls`, raising ConfigError."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping of keys, "
+                          f"got {type(data).__name__}")
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_config_error(err, source, model_cls, data)) from None
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """`yaml.safe_load` of a file, with YAML syntax errors turned into ConfigError naming the line."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file not found: {p}")
+    if p.is_dir():
+        raise ConfigError(f"{p} is a directory, not a YAML config file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p} is not UTF-8 text ({err})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{p}: YAML syntax error{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{p} is empty")
+    return data
+
+
+def load_yaml(path: str | os.PathLike[str], model_cls: type[M]) -> M:
+    """Load a YAML file into any pydantic config model; ConfigError names the file and each bad key."""
+    return parse_config(read_yaml(path), model_cls, source=str(path))
+
+
+def load_simulate_config(path: str | os.PathLike[str]) -> SimulateConfig:
+    return load_yaml(path, SimulateConfig)

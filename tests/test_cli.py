@@ -1,0 +1,195 @@
+"""The `qcsurrogate` command line, run in-process through `main([...])`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import qcsurrogate
+from qcsurrogate import registry
+from qcsurrogate.cli import COMMANDS, main
+from qcsurrogate.graph import DependencyGraph
+from qcsurrogate.io import open_trajectory
+from qcsurrogate.state import State
+from qcsurrogate.system import System, SystemParams, scenario
+
+
+class CliParams(SystemParams):
+    L: int = 4
+    hopping: float = 1.0
+    g: float = 0.5
+    K: float = 1.0
+
+
+class CliChain(System):
+    """Tight-binding ring with harmonic oscillators (Q, P), a toy for CLI tests."""
+
+    name = "cli_toy_chain"
+    Params = CliParams
+    field_names = ("Q", "P")
+
+    def _H(self, Q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        L = self.params.L
+        h = torch.zeros(L, L, dtype=dtype)
+        for i in range(L):
+            h[i, (i + 1) % L] = h[(i + 1) % L, i] = -self.params.hopping
+        return h - self.params.g * torch.diag_embed(Q.to(dtype))
+
+    def rhs(self, s: State) -> State:
+        H = self._H(s["Q"], s.rho.dtype)
+        n = torch.diagonal(s.rho, dim1=-2, dim2=-1).real
+        dP = -self.params.K * s["Q"] + self.params.g * n
+        return State._raw({"Q": s["P"].clone(), "P": dP}, -1j * (H @ s.rho - s.rho @ H))
+
+    def energy(self, s: State) -> torch.Tensor:
+        H = self._H(s["Q"], s.rho.dtype)
+        return torch.einsum("...ij,...ji->...", H, s.rho).real + 0.5 * (s["P"] ** 2 + self.params.K * s["Q"] ** 2).sum(-1)
+
+    @property
+    def graph(self) -> DependencyGraph:
+        return DependencyGraph({"Q": ["P"], "P": ["Q", ("rho", "diagonal")], "rho": ["Q", "rho"]})
+
+    @scenario
+    def kick(self, n_traj: int = 2, sigma: float = 0.2, seed: int = 0) -> State:
+        """Random displacements, electrons on even sites."""
+        gen = torch.Generator().manual_seed(seed)
+        L = self.params.L
+        Q = sigma * torch.randn(n_traj, L, dtype=torch.float64, generator=gen)
+        occ = torch.tensor([float(i % 2 == 0) for i in range(L)], dtype=torch.float64)
+        return State({"Q": Q, "P": torch.zeros_like(Q)}, torch.diag_embed(occ.expand(n_traj, L)))
+
+
+class _Plugin:
+    @staticmethod
+    @qcsurrogate.hookimpl
+    def register_systems(register):
+        register(CliChain)
+
+
+@pytest.fixture(autouse=True)
+def registered():
+    registry.register_plugin(_Plugin, name="cli-test-plugin")
+    try:
+        yield
+    finally:
+        registry.unregister_plugin("cli-test-plugin")
+
+
+CONFIG = """
+system:
+  name: cli_toy_chain
+  params: {L: 4, g: 0.7}
+scenario:
+  name: kick
+  kwargs: {n_traj: 3, seed: 5}
+simulation:
+  dt: 0.05
+  n_steps: 40
+  save_every: 2
+  precision: float64
+output: {path: OUT}
+"""
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    p = tmp_path / "sim.yaml"
+    p.write_text(textwrap.dedent(CONFIG).replace("OUT", str(tmp_path / "traj.h5")))
+    return p
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plugins_json(capsys):
+    code, out, _ = _run(capsys, "plugins", "--json")
+    assert code == 0
+    info = json.loads(out)["plugins"]
+    assert "qcsurrogate" in info and info["qcsurrogate"]["version"] == qcsurrogate.__version__
+    sysinfo = info["cli-test-plugin"]["systems"]["cli_toy_chain"]
+    assert sysinfo["scenarios"] == {"kick": "Random displacements, electrons on even sites."}
+    assert sysinfo["fields"] == ["Q", "P"]
+    assert sysinfo["params"]["L"] == {"required": False, "default": 4}
+
+
+def test_plugins_text(capsys):
+    code, out, _ = _run(capsys, "plugins")
+    assert code == 0
+    assert "cli-test-plugin" in out and "system cli_toy_chain" in out and "scenario kick" in out
+
+
+def test_simulate_end_to_end(capsys, config, tmp_path):
+    code, out, err = _run(capsys, "simulate", str(config), "--no-progress")
+    assert code == 0, err
+    path = tmp_path / "traj.h5"
+    assert f"wrote {path}" in out
+    with open_trajectory(path) as f:
+        assert (f.n_traj, f.n_time, f.L) == (3, 21, 4)
+        assert f.scenario_kwargs == {"n_traj": 3, "sigma": 0.2, "seed": 5}
+        assert f.attrs["extra"]["config"]["simulation"]["dt"] == 0.05
+        system = f.system()
+        got = f.load()
+    ref = qcsurrogate.simulate(system, system.initial_state("kick", n_traj=3, seed=5), 0.05, 40, 2)
+    assert got.allclose(ref.map(lambda t: t.transpose(0, 1)), rtol=0, atol=0)
+
+    code, out, _ = _run(capsys, "inspect", str(path))
+    assert code == 0
+    assert "cli_toy_chain (plugin cli-test-plugin" in out and "trajectories  3" in out and "snapshots     21" in out
+    code, out, _ = _run(capsys, "inspect", str(path), "--json")
+    assert code == 0 and json.loads(out)["n_time"] == 21
+
+    # refuses to overwrite without --force, leaves the file alone; --force and --output work
+    mtime = path.stat().st_mtime_ns
+    code, _, err = _run(capsys, "simulate", str(config))
+    assert code == 2 and "already exists; pass --force" in err and "Traceback" not in err
+    assert path.stat().st_mtime_ns == mtime
+    assert _run(capsys, "simulate", str(config), "--force")[0] == 0
+    other = tmp_path / "sub" / "other.h5"
+    assert _run(capsys, "simulate", str(config), "-o", str(other))[0] == 0
+    assert open_trajectory(other).n_time == 21
+    assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("dt: 0.05", "dt: -1"), "simulation.dt: Input should be greater than 0"),
+        (("save_every: 2", "save_evry: 2"), "simulation.save_evry: unknown key (did you mean 'save_every'?)"),
+        (("name: cli_toy_chain", "name: nope"), "system.name: unknown system 'nope'"),
+        (("{n_traj: 3, seed: 5}", "{n_traj: three}"), "scenario.kwargs"),
+    ],
+)
+def test_bad_config_exits_2_without_traceback(capsys, config, edit, expected):
+    config.write_text(config.read_text().replace(*edit))
+    code, out, err = _run(capsys, "simulate", str(config))
+    assert code == 2
+    assert expected in err, err
+    assert err.startswith("qcsurrogate: error:") and "Traceback" not in err
+    assert not (config.parent / "traj.h5").exists()
+
+
+def test_file_errors_exit_2(capsys, tmp_path):
+    code, _, err = _run(capsys, "simulate", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "config file not found" in err
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # an HDF5 signature and nothing else
+    code, _, err = _run(capsys, "inspect", str(junk))
+    assert code == 2 and "junk.h5" in err and "Traceback" not in err
+    code, _, err = _run(capsys, "inspect", str(tmp_path / "none.h5"))
+    assert code == 2 and "not found" in err
+
+
+def test_usage(capsys):
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert main(["--version"]) == 0
+    assert "qcsurrogate" in capsys.readouterr().out
+    assert main(["simulate", "--help"]) == 0
+    assert set(COMMANDS) >= {"plugins", "simulate", "inspect"}
