@@ -111,8 +111,14 @@ def get_registry(reload: bool = False) -> Registry:
 
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Register a plugin object in-process (for notebooks and tests; installed plugins use entry points)."""
-    _extra.append((name or getattr(plugin, "__name__", repr(plugin)), plugin))
-    get_registry(reload=True)
+    entry = (name or getattr(plugin, "__name__", repr(plugin)), plugin)
+    _extra.append(entry)
+    try:
+        get_registry(reload=True)
+    except BaseException:
+        # A plugin that fails to register must not stay behind and break every later reload.
+        _extra.remove(entry)
+        raise
 
 
 def unregister_plugin(name: str) -> None:

@@ -160,6 +160,9 @@ def simulate(
     bar = _progress(n_steps, progress, f"{system.name} {method.name}")
     try:
         with torch.no_grad():
+            if sink is not None and len(saved) >= chunk_size:  # chunk_size == 1: t = 0 is a chunk of its own
+                sink.append(State.stack(saved))
+                saved = []
             for i in range(1, n_steps + 1):
                 y = step(y)
                 if i % save_every == 0:
@@ -173,7 +176,8 @@ def simulate(
                 if saved:
                     sink.append(State.stack(saved))
                 return y
+            # Stacked under no_grad too, or an input that requires grad would link the whole trajectory to it.
+            return State.stack(saved)
     finally:
         if bar is not None:
             bar.close()
-    return State.stack(saved)

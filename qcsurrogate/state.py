@@ -229,6 +229,5 @@ class State:
 
     def allclose(self, other: State, rtol: float = 1e-10, atol: float = 1e-12) -> bool:
         self._check_compatible(other)
-        return all(
-            torch.allclose(a, b, rtol=rtol, atol=atol) for a, b in zip(self.variables().values(), other.variables().values())
-        )
+        # Compare by name: two states may list the same fields in a different order.
+        return all(torch.allclose(v, other[k], rtol=rtol, atol=atol) for k, v in self.variables().items())

@@ -33,13 +33,20 @@ def random_density_matrix(
 ) -> torch.Tensor:
     """A random one-body density matrix: a projector on `n_electrons` random orbitals (pure),
     or random occupations in [0, 1] summing to `n_electrons` (mixed)."""
+    if not 0 <= n_electrons <= L:
+        raise ValueError(f"need 0 <= n_electrons <= L, got n_electrons={n_electrons}, L={L}")
     U = random_unitary(L, batch, generator)
     occ = torch.zeros(*batch, L, dtype=torch.float64)
     occ[..., :n_electrons] = 1.0
     if not pure:
         w = torch.rand(*batch, L, dtype=torch.float64, generator=generator)
-        occ = 0.5 * occ + 0.5 * w * (n_electrons / w.sum(-1, keepdim=True))
-        occ = occ.clamp(0, 1)
+        # Random occupations in [f - room, f + room] around the filling f = N/L: they lie in [0, 1]
+        # and sum to N exactly (rescaling w by N / sum(w) can exceed 1, and clamping broke the trace).
+        f = n_electrons / L
+        room = min(f, 1.0 - f)
+        dev = w - w.mean(-1, keepdim=True)
+        u = f + room * dev / dev.abs().amax(-1, keepdim=True).clamp_min(1e-300)
+        occ = (0.5 * occ + 0.5 * u).clamp(0, 1)
     return (U * occ.to(U.dtype).unsqueeze(-2)) @ U.mH
 
 
@@ -119,7 +126,10 @@ def check_batch_equivalence(system: System, state: State, **_: Any) -> None:
 
 
 def check_hermiticity_and_trace(system: System, state: State, dt: float, n_steps: int, tol: Tolerances, **_: Any) -> None:
-    traj = simulate(system, state, dt, n_steps, save_every=max(1, n_steps // 10))
+    save_every = max(1, n_steps // 10)
+    while n_steps % save_every:  # simulate needs a divisor of n_steps
+        save_every -= 1
+    traj = simulate(system, state, dt, n_steps, save_every=save_every)
     herm = hermiticity_error(traj.rho)
     tr = trace_of(traj.rho)
     scale = max(1.0, float(tr.abs().amax()))
@@ -144,7 +154,10 @@ def check_energy_drift_order(system: System, state: State, dt: float, n_steps: i
         return  # energy conserved to round-off at the coarsest step: nothing to measure
     drifts = [max(d, floor) for d in drifts]
     orders = observed_order(drifts)
-    assert max(orders) >= tol.energy_order_min, (
+    # A drift that reached the round-off floor at the finer step only bounds the order from below:
+    # that pair is no evidence against RK4 (clipping it would fake a low order near the floor).
+    converged = any(o >= tol.energy_order_min or fine <= floor for o, fine in zip(orders, drifts[1:]))
+    assert converged, (
         f"energy drift {drifts} at dt={dt}, dt/2, dt/4 falls with order {orders}; expected ~4 (RK4)"
     )
 

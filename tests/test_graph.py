@@ -1,0 +1,136 @@
+"""The dependency graph: the view registry, validation, serialisation and evaluation of views."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from qcsurrogate import graph as graph_mod
+from qcsurrogate.graph import Dependency, DependencyGraph, View, available_views, get_view, kind_of, register_view
+from qcsurrogate.state import RHO
+
+TOY_EDGES = {"X": ["V"], "V": ["X", ("rho", "diagonal")], "rho": ["X", "rho"]}
+
+
+@pytest.fixture
+def views(monkeypatch):
+    """An isolated copy of the view registry, so registering views here leaks into no other test."""
+    monkeypatch.setattr(graph_mod, "_VIEWS", dict(graph_mod._VIEWS))
+    return graph_mod._VIEWS
+
+
+# -- the view registry -------------------------------------------------------------------------------
+def test_builtin_views():
+    assert {"identity", "matrix", "diagonal"} <= set(available_views())
+    assert available_views() == sorted(available_views())
+    d = get_view("diagonal")
+    assert (d.input_kind, d.output_kind) == ("pair", "site")
+    assert (get_view("identity").input_kind, get_view("identity").output_kind) == ("site", "site")
+    assert (get_view("matrix").input_kind, get_view("matrix").output_kind) == ("pair", "pair")
+
+
+def test_register_view_and_reject_duplicates(views):
+    bond = View("bond", "pair", "site", lambda x: torch.diagonal(x, offset=1, dim1=-2, dim2=-1).real, "bond")
+    assert register_view(bond) is bond
+    assert get_view("bond") is bond and "bond" in available_views()
+    with pytest.raises(ValueError, match="'bond' is already registered"):
+        register_view(View("bond", "pair", "site", lambda x: x))
+    with pytest.raises(ValueError, match="already registered"):
+        register_view(View("diagonal", "pair", "site", lambda x: x))
+    other = View("bond", "pair", "pair", lambda x: x)
+    register_view(other, replace=True)
+    assert get_view("bond") is other
+
+
+def test_views_fixture_isolates_registry():
+    assert "bond" not in available_views()
+
+
+def test_unknown_view_lists_registered_ones():
+    with pytest.raises(KeyError, match=r"unknown view 'nope'.*'diagonal'.*'identity'.*'matrix'"):
+        get_view("nope")
+    with pytest.raises(KeyError, match="unknown view 'nope'"):
+        DependencyGraph({"X": [("X", "nope")], "rho": ["rho"]})
+
+
+# -- validation --------------------------------------------------------------------------------------
+def test_valid_graph_normalises_dependencies():
+    g = DependencyGraph(TOY_EDGES)
+    assert g.variables == ("X", "V", "rho")
+    assert g.inputs("V") == (Dependency("X"), Dependency("rho", "diagonal"))
+    assert [d.resolved_view().name for d in g.inputs("rho")] == ["identity", "matrix"]
+    assert [d.label() for d in g.inputs("V")] == ["X", "diagonal(rho)"]
+    assert repr(g) == "DependencyGraph(X <- V; V <- X, diagonal(rho); rho <- X, rho)"
+    assert kind_of(RHO) == "pair" and kind_of("X") == "site"
+    # Dependency objects, bare names and (source, view) pairs or lists are equivalent spellings.
+    g2 = DependencyGraph({"X": [Dependency("V")], "V": [("X", "identity"), ["rho", "diagonal"]], "rho": ["X", "rho"]})
+    assert g2 == g
+
+
+@pytest.mark.parametrize(
+    ("edges", "match"),
+    [
+        ({"X": ["V"], "V": ["X"]}, "must give an entry for 'rho'"),
+        ({"X": ["V"], "rho": ["rho"]}, "'X' depends on unknown variable 'V'"),
+        ({"X": [], "rho": ["rho"]}, "'X' depends on nothing"),
+        ({"X": ["rho"], "rho": ["rho"]}, "site variable 'X' cannot take the pair matrix 'rho' directly"),
+        ({"X": [("rho", "matrix")], "rho": ["rho"]}, "give a view that reduces it"),
+        ({"X": [("X", "diagonal")], "rho": ["rho"]}, "view 'diagonal' takes a pair variable but 'X' is site"),
+        ({"X": ["X"], "rho": [("rho", "identity")]}, "view 'identity' takes a site variable but 'rho' is pair"),
+        ({"X": ["X"], "rho": [("X", "matrix")]}, "view 'matrix' takes a pair variable"),
+    ],
+)
+def test_validation_errors(edges, match):
+    with pytest.raises(ValueError, match=match):
+        DependencyGraph(edges)
+
+
+def test_custom_view_usable_in_graph(views):
+    register_view(View("bond", "pair", "site", lambda x: torch.diagonal(x, offset=1, dim1=-2, dim2=-1).real))
+    g = DependencyGraph({"X": [("rho", "bond")], "rho": ["rho"]})
+    assert g.inputs("X")[0].label() == "bond(rho)"
+
+
+# -- serialisation -----------------------------------------------------------------------------------
+def test_to_dict_from_dict_round_trip():
+    g = DependencyGraph(TOY_EDGES)
+    d = g.to_dict()
+    assert d == {
+        "X": [["V", "identity"]],
+        "V": [["X", "identity"], ["rho", "diagonal"]],
+        "rho": [["X", "identity"], ["rho", "matrix"]],
+    }
+    back = DependencyGraph.from_dict(json.loads(json.dumps(d)))
+    assert back == g and back.to_dict() == d
+    assert g != DependencyGraph({"X": ["X"], "V": ["V"], "rho": ["rho"]})
+    assert g != "not a graph"
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+def test_gather_evaluates_views():
+    g = DependencyGraph(TOY_EDGES)
+    rho = torch.tensor([[0.25, 0.1 + 0.2j], [0.1 - 0.2j, 0.75]], dtype=torch.complex128).expand(3, 2, 2)
+    X = torch.randn(3, 2, dtype=torch.float64)
+    V = torch.randn(3, 2, dtype=torch.float64)
+    out = g.gather("V", {"X": X, "V": V, "rho": rho})
+    assert [d.source for d, _ in out] == ["X", "rho"]
+    assert out[0][1] is X
+    diag = out[1][1]
+    assert not diag.is_complex() and diag.dtype == torch.float64 and diag.shape == (3, 2)
+    torch.testing.assert_close(diag, torch.tensor([0.25, 0.75], dtype=torch.float64).expand(3, 2))
+    rho_in = g.gather("rho", {"X": X, "V": V, "rho": rho})
+    assert rho_in[1][1] is rho and rho_in[0][1] is X
+
+
+def test_gather_missing_variable():
+    g = DependencyGraph(TOY_EDGES)
+    with pytest.raises(KeyError):
+        g.gather("V", {"X": torch.zeros(2)})
+
+
+def test_toy_system_graph(toy):
+    g = toy.graph
+    assert g == DependencyGraph(TOY_EDGES)
+    assert set(g.variables) == {*toy.field_names, RHO}

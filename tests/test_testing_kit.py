@@ -1,0 +1,275 @@
+"""The conformance kit: it passes on a correct System and, as importantly, fails on broken ones."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from toy_system import BrokenToyFriction, BrokenToyNonHermitian, BrokenToyRhsReal, ToySystem, ToySystemReal
+
+from qcsurrogate import testing
+from qcsurrogate.state import State
+from qcsurrogate.system import scenario
+from qcsurrogate.testing import (
+    CHECKS,
+    Tolerances,
+    check_energy_drift_order,
+    check_system,
+    hermiticity_error,
+    iter_checks,
+    observed_order,
+    random_density_matrix,
+    random_state,
+    random_unitary,
+    trace_of,
+)
+
+SETTINGS = settings(deadline=None, max_examples=25)
+FAST = {"dt": 0.2, "n_steps": 20}  # a shorter run than the defaults, plenty for a 4-site toy
+
+
+# -- broken systems beyond those in toy_system -------------------------------------------------------
+class BrokenDtype(ToySystem):
+    """dX/dt comes back in single precision."""
+
+    name = "toy-broken-dtype"
+
+    def rhs(self, state: State) -> State:
+        d = super().rhs(state)
+        d.fields["X"] = d.fields["X"].float()
+        return d
+
+
+class BrokenBatch(ToySystem):
+    """Trajectories in a batch feel each other (the force uses the batch mean)."""
+
+    name = "toy-broken-batch"
+
+    def rhs(self, state: State) -> State:
+        d = super().rhs(state)
+        if state.batch_shape:
+            d.fields["V"] = d.fields["V"] + 0.1 * state["X"].mean(0)
+        return d
+
+
+class BrokenScenario(ToySystem):
+    """A scenario drawn from the global RNG, so not reproducible."""
+
+    name = "toy-broken-scenario"
+
+    @scenario
+    def unseeded(self) -> State:
+        """Different every call."""
+        L = self.params.L
+        return State({"X": torch.randn(L), "V": torch.zeros(L)}, random_density_matrix(L, L // 2))
+
+
+class BrokenOrder(ToySystem):
+    """A discontinuous force, sign(X): the solution is not smooth, so RK4 cannot reach fourth order."""
+
+    name = "toy-broken-order"
+
+    def rhs(self, state: State) -> State:
+        d = super().rhs(state)
+        d.fields["V"] = d.fields["V"] - 0.3 * torch.sign(state["X"])
+        return d
+
+
+# -- passing ------------------------------------------------------------------------------------------
+def test_check_system_passes_on_toy_with_default_states():
+    toy = ToySystem(L=4)
+    ids = check_system(toy, **FAST)
+    per_state = [c for c in CHECKS if c != "scenarios_deterministic"]
+    expected = [f"{c}[{s}]" for c in per_state for s in ("at_rest", "random_start", "random")]
+    assert sorted(ids) == sorted([*expected, "scenarios_deterministic"])
+
+
+def test_check_system_custom_states_and_scenario_kwargs():
+    toy = ToySystem(L=4, boundary="open")
+    states = {"mine": toy.initial_state("random_start", seed=7, n_traj=3)}
+    ids = check_system(toy, states, scenario_kwargs={"random_start": {"seed": 5, "n_traj": 1}}, **FAST)
+    assert "rk4_order[mine]" in ids and "scenarios_deterministic" in ids
+    assert not any("random_start]" in i for i in ids)
+
+
+def test_check_system_passes_with_handwritten_rhs_real():
+    toy = ToySystemReal(L=4)
+    state = toy.initial_state("random_start", seed=2)
+    assert "rhs_real_matches_rhs[s]" in check_system(toy, {"s": state}, **FAST)
+    s32 = state.to(dtype=torch.float32)
+    df, dre, dim = toy.rhs_real(dict(s32.fields), s32.rho.real, s32.rho.imag)
+    assert dre.dtype == torch.float32 and df["V"].dtype == torch.float32
+    torch.testing.assert_close(torch.complex(dre, dim), toy.rhs(s32).rho, rtol=1e-5, atol=1e-6)
+
+
+def test_check_system_unbatched_state():
+    toy = ToySystem(L=4)
+    assert "batch_equivalence[single]" in check_system(toy, {"single": toy.initial_state("at_rest")}, **FAST)
+
+
+def test_n_steps_need_not_be_a_multiple_of_ten():
+    toy = ToySystem(L=4)
+    ids = check_system(toy, {"s": toy.initial_state("at_rest")}, dt=0.08, n_steps=25)
+    assert "hermiticity_and_trace[s]" in ids
+
+
+# -- failing ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cls", "failing", "passing"),
+    [
+        (BrokenToyNonHermitian, {"hermiticity_and_trace", "energy_drift_order"}, {"rhs_real_matches_rhs"}),
+        (BrokenToyFriction, {"energy_drift_order"}, {"hermiticity_and_trace", "rk4_order"}),
+        (BrokenToyRhsReal, {"rhs_real_matches_rhs"}, {"energy_drift_order"}),
+        (BrokenDtype, {"rhs_shapes_dtypes"}, {"hermiticity_and_trace"}),
+        (BrokenBatch, {"batch_equivalence"}, {"rhs_shapes_dtypes"}),
+        (BrokenScenario, {"scenarios_deterministic"}, {"rk4_order"}),
+        (BrokenOrder, {"rk4_order"}, {"hermiticity_and_trace", "rhs_real_matches_rhs"}),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else None,
+)
+def test_check_system_fails_on_broken_system(cls, failing, passing):
+    system = cls(L=4)
+    state = system.initial_state("random_start", seed=0, n_traj=2)
+    with pytest.raises(AssertionError) as info:
+        check_system(system, {"s": state}, **FAST)
+    msg = str(info.value)
+    assert "conformance check(s) failed" in msg and cls.__name__ in msg
+    failed = set(re.findall(r"^(\w+)(?:\[\w+\])?: ", msg, flags=re.M))
+    assert failing <= failed, msg
+    assert not (passing & failed), msg
+
+
+def test_broken_check_fails_alone_via_iter_checks():
+    system = BrokenToyNonHermitian(L=4)
+    checks = dict(iter_checks(system, {"s": system.initial_state("at_rest")}, **FAST))
+    checks["rhs_shapes_dtypes[s]"]()  # unaffected checks still pass one by one
+    with pytest.raises(AssertionError, match="rho lost Hermiticity"):
+        checks["hermiticity_and_trace[s]"]()
+
+
+def test_tolerances_are_applied():
+    toy = ToySystem(L=4)
+    strict = Tolerances(energy_order_min=8.0, order_window=(5.0, 6.0))
+    with pytest.raises(AssertionError, match=r"energy_drift_order\[s\](.|\n)*rk4_order\[s\]"):
+        check_system(toy, {"s": toy.initial_state("at_rest")}, tolerances=strict, **FAST)
+
+
+# -- energy-drift check near the round-off floor -----------------------------------------------------
+def _floor(system, state, n_steps):
+    return 1e-13 * max(1.0, float(system.energy(state).abs().amax())) * n_steps * 4
+
+
+@pytest.mark.parametrize(
+    ("factors", "ok"),
+    [
+        ([5.0, 5.0 / 16, 5.0 / 256], True),  # fourth order, reaching round-off after one halving
+        ([1e6, 1e6 / 16, 1e6 / 256], True),  # fourth order, well measured
+        ([0.5, 0.3, 0.2], True),  # below the floor from the start: nothing to measure
+        ([5.0, 2.5, 1.25], False),  # first order, all above the floor
+        ([1e6, 1e6, 1e6], False),  # no convergence at all
+        ([1e6, 5e5, 0.5], True),  # reaches round-off at the finest step: no evidence against RK4
+    ],
+)
+def test_energy_drift_order_near_floor(monkeypatch, factors, ok):
+    toy = ToySystem(L=4)
+    state = toy.initial_state("at_rest")
+    f = _floor(toy, state, 40)
+    drifts = iter([x * f for x in factors])
+    monkeypatch.setattr(testing, "_energy_drift", lambda *a, **k: next(drifts))
+    run = lambda: check_energy_drift_order(toy, state, dt=0.1, n_steps=40, tol=Tolerances())  # noqa: E731
+    if ok:
+        run()
+    else:
+        with pytest.raises(AssertionError, match="expected ~4"):
+            run()
+
+
+# -- iter_checks --------------------------------------------------------------------------------------
+def test_iter_checks_yields_ids_and_callables():
+    toy = ToySystem(L=4)
+    states = {"a": toy.initial_state("at_rest"), "b": toy.initial_state("random_start")}
+    pairs = list(iter_checks(toy, states, **FAST))
+    ids = [cid for cid, _ in pairs]
+    assert len(ids) == len(set(ids)) == 6 * 2 + 1
+    assert ids[:2] == ["rhs_shapes_dtypes[a]", "rhs_shapes_dtypes[b]"]
+    assert ids[-1] == "scenarios_deterministic"
+    assert all(callable(run) for _, run in pairs)
+    for cid, run in pairs:  # each closure is bound to its own check and state
+        if cid.startswith(("rhs_", "batch_")) or cid == "scenarios_deterministic":
+            run()
+
+
+def test_iter_checks_default_states_include_scenarios_and_random():
+    ids = [cid for cid, _ in iter_checks(ToySystem(L=4))]
+    assert {"rk4_order[at_rest]", "rk4_order[random_start]", "rk4_order[random]"} <= set(ids)
+
+
+# -- random helpers -----------------------------------------------------------------------------------
+@SETTINGS
+@given(
+    L=st.integers(1, 6),
+    data=st.data(),
+    batch=st.lists(st.integers(1, 3), max_size=2).map(tuple),
+    seed=st.integers(0, 2**31),
+    pure=st.booleans(),
+)
+def test_random_density_matrix_is_physical(L, data, batch, seed, pure):
+    n = data.draw(st.integers(0, L))
+    rho = random_density_matrix(L, n, batch, torch.Generator().manual_seed(seed), pure=pure)
+    assert rho.shape == (*batch, L, L) and rho.dtype == torch.complex128
+    assert hermiticity_error(rho) < 1e-14
+    torch.testing.assert_close(trace_of(rho).real, torch.full(batch, float(n), dtype=torch.float64), atol=1e-12, rtol=0)
+    assert float(trace_of(rho).imag.abs().max()) < 1e-12
+    ev = torch.linalg.eigvalsh(rho)
+    assert float(ev.min()) > -1e-12 and float(ev.max()) < 1 + 1e-12
+    if pure:  # a projector on n orbitals
+        torch.testing.assert_close(rho @ rho, rho, atol=1e-12, rtol=0)
+
+
+def test_random_density_matrix_mixed_is_mixed_and_seeded():
+    g = lambda: torch.Generator().manual_seed(11)  # noqa: E731
+    rho = random_density_matrix(6, 3, (4,), g(), pure=False)
+    ev = torch.linalg.eigvalsh(rho)
+    assert float(((ev > 1e-6) & (ev < 1 - 1e-6)).sum()) > 0  # not a projector
+    torch.testing.assert_close(random_density_matrix(6, 3, (4,), g(), pure=False), rho, rtol=0, atol=0)
+
+
+def test_random_density_matrix_rejects_impossible_filling():
+    with pytest.raises(ValueError, match="n_electrons"):
+        random_density_matrix(4, 5)
+    with pytest.raises(ValueError, match="n_electrons"):
+        random_density_matrix(4, -1)
+
+
+@SETTINGS
+@given(L=st.integers(1, 6), batch=st.lists(st.integers(1, 3), max_size=2).map(tuple), seed=st.integers(0, 2**31))
+def test_random_unitary_is_unitary(L, batch, seed):
+    U = random_unitary(L, batch, torch.Generator().manual_seed(seed))
+    assert U.shape == (*batch, L, L) and U.dtype == torch.complex128
+    eye = torch.eye(L, dtype=torch.complex128).expand(*batch, L, L)
+    torch.testing.assert_close(U @ U.mH, eye, atol=1e-13, rtol=0)
+    torch.testing.assert_close(U.mH @ U, eye, atol=1e-13, rtol=0)
+    U2 = random_unitary(L, batch, torch.Generator().manual_seed(seed))
+    assert torch.equal(U, U2)
+
+
+def test_random_state():
+    toy = ToySystem(L=4)
+    s = random_state(toy, batch=(3,), seed=2)
+    assert s.names == ("X", "V", "rho") and s.batch_shape == (3,) and s.dtype == torch.float64
+    torch.testing.assert_close(trace_of(s.rho).real, torch.full((3,), 2.0, dtype=torch.float64))
+    assert s.allclose(random_state(toy, batch=(3,), seed=2), rtol=0, atol=0)
+    assert not s.allclose(random_state(toy, batch=(3,), seed=3))
+    assert float(trace_of(random_state(toy, n_electrons=1).rho).real[0]) == pytest.approx(1.0)
+
+
+def test_small_helpers():
+    assert observed_order([1.0, 1 / 16, 1 / 256]) == pytest.approx([4.0, 4.0])
+    assert observed_order([9.0, 1.0], ratio=3.0) == pytest.approx([2.0])
+    m = torch.tensor([[1.0, 2.0 + 1j], [2.0 - 1j, 3.0]], dtype=torch.complex128)
+    assert hermiticity_error(m) == 0.0
+    assert hermiticity_error(m + 0.5j * torch.eye(2)) == pytest.approx(1.0)
+    assert complex(trace_of(m)) == 4.0
