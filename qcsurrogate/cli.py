@@ -251,9 +251,17 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _register_pipeline_commands() -> None:
+    from .cli_pipeline import PIPELINE_COMMANDS
+
+    for cmd in PIPELINE_COMMANDS:
+        COMMANDS[cmd.name] = cmd
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
+    _register_pipeline_commands()
     parser = argparse.ArgumentParser(
         prog="qcsurrogate", description="Neural surrogates of hybrid quantum-classical dynamics."
     )

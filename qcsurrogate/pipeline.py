@@ -228,7 +228,6 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data_path: Path) -> dict[str, An
         "starts": [s for s in ev.starts if s + horizon < n_time],
         "n_parameters": model.n_parameters(),
     }
-    curves: dict[str, Any] = {}
     rollouts: dict[str, State] = {}
     for label, m in [("surrogate", model)] + [(k, v) for k, v in predictors.items() if k != "surrogate"]:
         m.eval()
@@ -239,19 +238,15 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data_path: Path) -> dict[str, An
             results.update({"next_step": ns, "rollout": curve})
         else:
             results.setdefault("baselines", {})[label] = entry
-        curves[label if label != "surrogate" else f"{cfg.model.name} (PARC)" if cfg.model.name == "parc" else label] = curve
         rollouts[label] = pred
     if "persistence" in ev.baselines:
         ns = next_step_rmse(lambda s: s, cur, nxt)
         curve, _ = rollout_rmse(persistence, test, ev.starts, horizon, record)
         results.setdefault("baselines", {})["persistence"] = {"next_step": ns, "rollout": curve}
-        curves["persistence"] = curve
 
     # physics diagnostics of the surrogate's rollouts against the truth, same (trajectory, start) pairs
     starts = results["starts"]
-    t0 = torch.tensor(starts)
-    idx = t0[None, :] + torch.arange(horizon + 1)[:, None]  # (time, starts)
-    truth = test.map(lambda x: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(horizon + 1, -1, *x.shape[2:]))
+    truth = _truth_windows(test, starts, horizon)
     results["physics"] = physics_diagnostics(system, rollouts["surrogate"], truth)
     if "cnn" in rollouts:
         results["baselines"]["cnn"]["physics"] = physics_diagnostics(system, rollouts["cnn"], truth)
@@ -259,19 +254,45 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data_path: Path) -> dict[str, An
         if key in rollouts:
             rollouts[key] = rollouts[key].to(device="cpu", dtype=torch.float64)
     atomic_write_json(run.root / "metrics.json", results)
-    make_figures(cfg, run, results, curves, truth, rollouts["surrogate"], dt)
+    make_figures(cfg, run, results, truth, rollouts["surrogate"], dt)
     return results
 
 
-def make_figures(cfg: RunConfig, run: RunDir, results: dict[str, Any], curves: dict[str, Any],
-                 truth: State, pred: State, dt: float) -> list[Path]:
+def _truth_windows(test: State, starts: list[int], horizon: int) -> State:
+    """Truth `(horizon + 1, n_traj * n_starts, ...)` in the batch order `rollout_rmse` uses."""
+    idx = torch.tensor(starts)[None, :] + torch.arange(horizon + 1)[:, None]  # (time, starts)
+    return test.map(lambda x: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(horizon + 1, -1, *x.shape[2:]))
+
+
+def curves_of(results: dict[str, Any], model_name: str) -> dict[str, Any]:
+    label = "PARC" if model_name == "parc" else model_name
+    curves = {label: results["rollout"]}
+    for name, entry in results.get("baselines", {}).items():
+        curves["single CNN (no PARC split)" if name == "cnn" else name] = entry["rollout"]
+    return curves
+
+
+def plot_stage(cfg: RunConfig, run: RunDir, data_path: Path) -> list[Path]:
+    """Redraw the figures from metrics.json, re-rolling only the one trajectory the snapshots show."""
+    results = json.loads((run.root / "metrics.json").read_text())
+    traj, split, _, dt = _load_split(data_path, cfg, run)
+    test = traj.index([split.test[0]])
+    start, h = results["starts"][0], results["horizon"]
+    model = load_model(run.root / "model", device=resolve_device(cfg.device))
+    pred = model.rollout(test.index((slice(None), start)), h).to(device="cpu", dtype=torch.float64)
+    return make_figures(cfg, run, results, _truth_windows(test, [start], h), pred, dt)
+
+
+def make_figures(cfg: RunConfig, run: RunDir, results: dict[str, Any], truth: State, pred: State, dt: float) -> list[Path]:
     """Snapshot rows and order parameter for the first test rollout; RMSE vs window for all predictors."""
+    curves = curves_of(results, cfg.model.name)
     h = results["horizon"]
     k = cfg.evaluation.figure_snapshots
     idx = sorted({round(i * h / (k - 1)) for i in range(k)})
     t_start = results["starts"][0] * dt
     one_true, one_pred = truth.index((slice(None), 0)), pred.index((slice(None), 0))
-    title = f"{cfg.name}: test trajectory {results['split']['test'][0]}, truth (top) vs surrogate (bottom)"
+    title = (f"{cfg.name}: test trajectory {results['split']['test'][0]}; lines: truth solid, surrogate dashed; "
+             "heat maps: truth above surrogate")
     paths = [
         figures.snapshot_figure(one_true, one_pred, [t_start + i * dt for i in idx], idx, run.figures / "snapshots.png", title),
         figures.rmse_window_figure(curves, dt, run.figures / "rmse_vs_window.png", f"{cfg.name}: RMSE vs prediction window"),

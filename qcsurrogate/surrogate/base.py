@@ -34,6 +34,11 @@ class SurrogateConfig(BaseModel):
     integrator_sees_state: bool = Field(
         True, description="integrator S also sees the block inputs (False: S sees only F's output, as in Eq. 10)"
     )
+    bilinear_inputs: bool = Field(
+        False,
+        description="also feed products of inputs (x_i rho_ij, x_j rho_ij in pair blocks; x_a x_b in site blocks): "
+        "a generic multiplicative prior, beyond the paper",
+    )
     project_rho: bool = Field(False, description="project predicted rho on Hermitian matrices with the input trace")
     dtype: Literal["float32", "float64"] = "float32"
 

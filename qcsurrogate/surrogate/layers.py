@@ -147,6 +147,14 @@ class PARCCNN(nn.Module):
         self.drop = ChannelDropout(dropout, complex_)
         self.act = activation(act)
 
+    @staticmethod
+    def count_parameters(in_ch: int, out_ch: int, width: int, dim: int, complex_: bool) -> int:
+        """Parameter count without building the module (used to size baselines)."""
+        half = max(1, width // 2)
+        layers = [(in_ch, half, 3)] + [(half, half, 3)] * 4 + [(half, width, 7), (width, half, 1), (half, half, 1), (half, out_ch, 3)]
+        n = sum(o * i * k**dim + o for i, o, k in layers)
+        return 2 * n if complex_ else n
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.stem(x))
         for block in self.res:

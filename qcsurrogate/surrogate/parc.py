@@ -5,20 +5,21 @@ Lifting rules, generic over any System's graph:
 - a site quantity feeding a pair block enters as two channels, broadcast along rows (x_i) and
   along columns (x_j);
 - a pair matrix feeding a site block enters only through its declared reducing view (e.g. diagonal);
+- with `bilinear_inputs`, products are added as channels: every site channel times every pair channel
+  in a pair block (x_i rho_ij, x_j rho_ij), every pair of distinct site channels in a site block;
 - the rho block is a true complex CNN (`complex_mode="complex"`) or a real CNN on (Re, Im) channels
   (`"split"`); real inputs to a complex block enter with zero imaginary part.
 """
 
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 from torch import nn
 
 from ..graph import DependencyGraph, kind_of
 from ..state import RHO, State
-from .base import Surrogate, SurrogateConfig
+from .base import Surrogate
 from .layers import PARCCNN
 from .normalization import Normalization, input_key
 
@@ -30,30 +31,45 @@ class BlockLifter:
     `in_channels`/`out_channels` count complex channels for a complex block, real ones otherwise.
     """
 
-    def __init__(self, graph: DependencyGraph, target: str, complex_mode: str) -> None:
+    def __init__(self, graph: DependencyGraph, target: str, complex_mode: str, bilinear: bool = False) -> None:
         self.target = target
         self.deps = graph.inputs(target)
         self.kind = kind_of(target)
         self.complex = self.kind == "pair" and complex_mode == "complex"
-        n = 0
+        self.bilinear = bilinear
+        n_site = n_pair = 0
         for d in self.deps:
             if self.kind == "site":
-                n += 1
+                n_site += 1
+            elif d.resolved_view().output_kind == "site":
+                n_site += 2  # x_i and x_j
             else:
-                n += 2 if d.resolved_view().output_kind == "site" else 1  # x_i and x_j, or the matrix
+                n_pair += 1
+        n = n_site + n_pair
+        if bilinear:
+            n += n_site * n_pair if self.kind == "pair" else n_site * (n_site - 1) // 2
         self.in_channels = n if self.kind == "site" or self.complex else 2 * n
         self.out_channels = 1 if self.kind == "site" or self.complex else 2
 
     def lift(self, normed: dict[str, torch.Tensor]) -> torch.Tensor:
-        chans: list[torch.Tensor] = []
+        sites: list[torch.Tensor] = []
+        pairs: list[torch.Tensor] = []
         for d in self.deps:
             x = normed[input_key(d)]
-            if self.kind == "site" or d.resolved_view().output_kind == "pair":
-                chans.append(x)
+            if self.kind == "site":
+                sites.append(x)
+            elif d.resolved_view().output_kind == "pair":
+                pairs.append(x)
             else:
                 L = x.shape[-1]
-                chans.append(x[..., :, None].expand(*x.shape, L))
-                chans.append(x[..., None, :].expand(*x.shape[:-1], L, L))
+                sites.append(x[..., :, None].expand(*x.shape, L))
+                sites.append(x[..., None, :].expand(*x.shape[:-1], L, L))
+        chans = sites + pairs
+        if self.bilinear:
+            if self.kind == "pair":
+                chans += [s * p for s in sites for p in pairs]
+            else:
+                chans += [sites[a] * sites[b] for a in range(len(sites)) for b in range(a + 1, len(sites))]
         if self.kind == "site":
             return torch.stack(chans, dim=1)
         re = torch.stack([c.real if c.is_complex() else c for c in chans], 1)
@@ -78,10 +94,13 @@ class _GraphSurrogate(Surrogate):
 
     def __init__(self, graph, boundary, config, normalization) -> None:
         super().__init__(graph, boundary, config, normalization)
-        self.lifters = {t: BlockLifter(graph, t, config.complex_mode) for t in graph.variables}
+        self.lifters = {t: BlockLifter(graph, t, config.complex_mode, config.bilinear_inputs) for t in graph.variables}
+        # buffers are real so `.to(dtype)` never drops an imaginary part; not persistent because
+        # the normalisation is saved as JSON in the model spec
         for key, (mean, std) in normalization.inputs.items():
-            m = torch.tensor(mean, dtype=torch.complex128 if isinstance(mean, complex) else torch.float64)
-            self.register_buffer(f"in_mean__{_safe(key)}", m, persistent=False)
+            m = complex(mean)
+            self.register_buffer(f"in_mean_re__{_safe(key)}", torch.tensor(m.real, dtype=torch.float64), persistent=False)
+            self.register_buffer(f"in_mean_im__{_safe(key)}", torch.tensor(m.imag, dtype=torch.float64), persistent=False)
             self.register_buffer(f"in_std__{_safe(key)}", torch.tensor(std, dtype=torch.float64), persistent=False)
 
     def _cnn(self, in_ch: int, out_ch: int, target: str, width: int) -> PARCCNN:
@@ -106,10 +125,10 @@ class _GraphSurrogate(Surrogate):
             for dep, x in self.graph.gather(target, variables):
                 key = input_key(dep)
                 if key not in normed:
-                    mean = getattr(self, f"in_mean__{_safe(key)}")
-                    std = getattr(self, f"in_std__{_safe(key)}")
-                    mean = mean.to(x.dtype) if x.is_complex() or not mean.is_complex() else mean.real.to(x.dtype)
-                    normed[key] = (x - mean) / std.to(x.real.dtype)
+                    k = _safe(key)
+                    re = getattr(self, f"in_mean_re__{k}").to(x.real.dtype)
+                    mean = torch.complex(re, getattr(self, f"in_mean_im__{k}").to(x.real.dtype)) if x.is_complex() else re
+                    normed[key] = (x - mean) / getattr(self, f"in_std__{k}").to(x.real.dtype)
         return normed, batch
 
     def _assemble(self, state: State, increments: dict[str, torch.Tensor], batch: tuple[int, ...]) -> State:
@@ -194,19 +213,23 @@ class PlainCNN(_GraphSurrogate):
 
     def __init__(self, graph, boundary, config, normalization) -> None:
         super().__init__(graph, boundary, config, normalization)
-        target = _parc_parameter_count(graph, boundary, config)
-        width = _matching_width(lambda w: self._count(w), target)
+        target = sum(
+            self._count(t, lf.in_channels, lf.out_channels, config.width)
+            + self._count(t, lf.out_channels + (lf.in_channels if config.integrator_sees_state else 0), lf.out_channels, config.width)
+            for t, lf in self.lifters.items()
+        )  # PARC's F and S at the configured width
+        width = _matching_width(
+            lambda w: sum(self._count(t, lf.in_channels, lf.out_channels, w) for t, lf in self.lifters.items()), target
+        )
         self.matched_width = width
         self.nets = nn.ModuleDict(
             {t: self._cnn(lf.in_channels, lf.out_channels, t, width) for t, lf in self.lifters.items()}
         )
         self.to(self.dtype)
 
-    def _count(self, width: int) -> int:
-        return sum(
-            sum(p.numel() for p in self._cnn(lf.in_channels, lf.out_channels, t, width).parameters())
-            for t, lf in self.lifters.items()
-        )
+    def _count(self, target: str, in_ch: int, out_ch: int, width: int) -> int:
+        lf = self.lifters[target]
+        return PARCCNN.count_parameters(in_ch, out_ch, width, 1 if lf.kind == "site" else 2, lf.complex)
 
     def predict(self, state: State) -> tuple[State, dict[str, torch.Tensor]]:
         normed, batch = self._normed_inputs(state)
@@ -223,11 +246,6 @@ class PlainCNN(_GraphSurrogate):
         parts = self._step_loss(state, next_state, aux)
         total = sum(parts.values())
         return total, {k: float(p.detach()) for k, p in parts.items()}
-
-
-def _parc_parameter_count(graph: DependencyGraph, boundary: Literal["periodic", "open"], config: SurrogateConfig) -> int:
-    cfg = config.model_copy(update={"name": "parc", "dtype": "float64"})
-    return PARC(graph, boundary, cfg, Normalization.identity(graph)).n_parameters()
 
 
 def _matching_width(count, target: int) -> int:

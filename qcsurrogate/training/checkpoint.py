@@ -62,7 +62,7 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device = "
     cls = get_surrogate_class(spec["surrogate"])
     model = cls.from_spec(spec)
     model.load_state_dict(load_file(str(directory / "model.safetensors"), device="cpu"))
-    return model.to(device)
+    return model.to(device).eval()
 
 
 def save_checkpoint(

@@ -1,0 +1,108 @@
+"""The paper's RMSE metrics against hand-computed values, and the physics diagnostics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from qcsurrogate import State
+from qcsurrogate.evaluation.metrics import (
+    next_step_rmse,
+    persistence,
+    physics_diagnostics,
+    rmse_per_sample,
+    rollout_rmse,
+    staggered_mean,
+    summarize_rmse,
+)
+
+
+def const_state(q, p, r, batch=(), L=2):
+    return State(
+        {"Q": torch.full((*batch, L), float(q)), "P": torch.full((*batch, L), float(p))},
+        torch.full((*batch, L, L), complex(r)),
+    )
+
+
+def test_rmse_matches_hand_computed_values():
+    true = State({"Q": torch.tensor([1.0, 2.0]), "P": torch.tensor([0.0, 0.0])}, torch.zeros(2, 2, dtype=torch.complex128))
+    pred = State({"Q": torch.tensor([1.0, 4.0]), "P": torch.tensor([3.0, -3.0])},
+                 torch.tensor([[1j, 0], [0, 0]], dtype=torch.complex128))
+    r = summarize_rmse(rmse_per_sample(pred, true))
+    assert r["rmse_Q"] == pytest.approx(math.sqrt((0 + 4) / 2))
+    assert r["rmse_P"] == pytest.approx(3.0)
+    assert r["rmse_rho"] == pytest.approx(math.sqrt(1 / 4))  # element-wise magnitude over L^2 entries
+    assert r["rmse_total"] == pytest.approx(math.sqrt(2) + 3.0 + 0.5)
+
+
+def test_rmse_is_averaged_per_sample_not_pooled():
+    true = const_state(0, 0, 0, batch=(2,))
+    pred = State({"Q": torch.tensor([[1.0, 1.0], [3.0, 3.0]]), "P": torch.zeros(2, 2)}, torch.zeros(2, 2, 2))
+    assert summarize_rmse(rmse_per_sample(pred, true))["rmse_Q"] == pytest.approx(2.0)  # mean(1, 3), not sqrt(5)
+
+
+def test_persistence_and_rollout_curve():
+    # a trajectory that moves Q by +1 per step: persistence error after k steps is exactly k
+    n_time, L = 12, 3
+    Q = torch.arange(n_time, dtype=torch.float64)[None, :, None].expand(2, n_time, L)
+    traj = State({"Q": Q, "P": torch.zeros(2, n_time, L)}, torch.zeros(2, n_time, L, L))
+    curve, pred = rollout_rmse(persistence, traj, starts=[0, 3], horizon=5, record=[1, 2, 5])
+    assert curve["steps"] == [1, 2, 5]
+    assert curve["rmse_Q"] == pytest.approx([1.0, 2.0, 5.0])
+    assert curve["rmse_rho"] == pytest.approx([0.0, 0.0, 0.0])
+    assert pred.rho.shape == (6, 4, L, L)
+
+    def exact(s0, n):
+        start = s0["Q"][:, 0]
+        return State.stack([State({"Q": (start + k)[:, None].expand(-1, L), "P": s0["P"]}, s0.rho) for k in range(n + 1)])
+
+    curve, _ = rollout_rmse(exact, traj, starts=[0, 3], horizon=5, record=[1, 5])
+    assert curve["rmse_total"] == pytest.approx([0.0, 0.0])
+
+
+def test_rollout_skips_starts_without_room_and_errors_when_none():
+    traj = State({"Q": torch.zeros(1, 5, 2), "P": torch.zeros(1, 5, 2)}, torch.zeros(1, 5, 2, 2))
+    curve, pred = rollout_rmse(persistence, traj, [0, 3], 3, [1, 3])
+    assert pred.rho.shape[1] == 1
+    with pytest.raises(ValueError):
+        rollout_rmse(persistence, traj, [3], 3, [1])
+
+
+def test_next_step_rmse_batches_consistently():
+    cur = const_state(0, 0, 0, batch=(10,))
+    nxt = const_state(1, 2, 0.5, batch=(10,))
+    r = next_step_rmse(lambda s: s, cur, nxt, batch=3)
+    assert r == pytest.approx({"rmse_Q": 1.0, "rmse_P": 2.0, "rmse_rho": 0.5, "rmse_total": 3.5})
+
+
+def test_staggered_mean():
+    assert float(staggered_mean(torch.tensor([1.0, -1.0, 1.0, -1.0]))) == pytest.approx(1.0)
+    assert float(staggered_mean(torch.tensor([1.0, 1.0, 1.0, 1.0]))) == pytest.approx(0.0)
+
+
+class _FreeOscillators:
+    """Energy = sum Q^2 + P^2 and Tr(rho): enough to exercise the diagnostics."""
+
+    def energy(self, s):
+        return (s["Q"] ** 2 + s["P"] ** 2).sum(-1) + torch.diagonal(s.rho, dim1=-2, dim2=-1).sum(-1).real
+
+
+def test_physics_diagnostics_detect_broken_rollouts():
+    L = 2
+    true = State.stack([const_state(1, 0, 0, L=L)] * 3)
+    eye = torch.eye(L, dtype=torch.complex128)
+    true = State._raw(true.fields, (0.5 * eye).expand(3, L, L).clone())
+    good = true.clone()
+    d = physics_diagnostics(_FreeOscillators(), good, true)
+    assert d["trace_error_max"] == 0 and d["hermiticity_error_max"] == 0 and d["energy_drift_max_rel"] == 0
+    bad_rho = true.rho.clone()
+    bad_rho[-1, 0, 1] = 0.3  # not Hermitian
+    bad_rho[-1, 0, 0] += 0.1  # trace off by 0.1
+    bad = State._raw({"Q": true["Q"] * 1.1, "P": true["P"]}, bad_rho)
+    d = physics_diagnostics(_FreeOscillators(), bad, true)
+    assert d["trace_error_max"] == pytest.approx(0.1)
+    assert d["hermiticity_error_max"] == pytest.approx(0.3)
+    assert d["energy_drift_max_rel"] > 0.1
+    assert d["staggered_Q_rmse"] == pytest.approx(0.0)  # uniform Q has no staggered component
