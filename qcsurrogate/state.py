@@ -39,7 +39,7 @@ def _as_tensor(x: Any, dtype: torch.dtype | None, device: torch.device | str | N
     if isinstance(x, torch.Tensor):
         return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
     arr = np.asarray(x)
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    t = torch.from_numpy(np.array(arr, copy=True, order="C"))  # a copy: never alias the caller's array
     return t.to(device=device, dtype=dtype or t.dtype)
 
 

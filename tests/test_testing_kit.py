@@ -273,3 +273,38 @@ def test_small_helpers():
     assert hermiticity_error(m) == 0.0
     assert hermiticity_error(m + 0.5j * torch.eye(2)) == pytest.approx(1.0)
     assert complex(trace_of(m)) == 4.0
+
+
+def test_kit_skips_scenarios_whose_required_arguments_are_not_given():
+    """A scenario such as `from_arrays(X, V, rho)` needs user data: skipped, not a crash."""
+    from toy_system import ToySystem
+
+    from qcsurrogate import scenario
+    from qcsurrogate.testing import runnable_scenarios
+
+    class WithUserState(ToySystem):
+        name = "toy-with-user-state"
+
+        @scenario
+        def given(self, state):
+            """Start from a user-given state."""
+            return state
+
+    system = WithUserState(L=4)
+    assert "given" not in runnable_scenarios(system, None)
+    s0 = system.initial_state("random_start", seed=0, n_traj=1)
+    assert "given" in runnable_scenarios(system, {"given": {"state": s0}})
+    assert any(c.startswith("rk4_order[given]") for c in testing.check_system(system, {"given": s0}, n_steps=20, dt=0.05))
+
+
+def test_state_does_not_alias_numpy_input():
+    import numpy as np
+
+    from qcsurrogate import State
+
+    rho = np.eye(2, dtype=np.complex128) * 0.5
+    q = np.zeros(2)
+    s = State({"Q": q}, rho)
+    rho[0, 0] = 7.0
+    q[0] = 3.0
+    assert float(s.rho[0, 0].real) == 0.5 and float(s["Q"][0]) == 0.0
