@@ -38,6 +38,7 @@ from .io import open_trajectory, simulate_to_file
 from .registry import get_surrogate_class
 from .state import State
 from .surrogate.base import Surrogate, SurrogateConfig
+from .surrogate.linear_init import least_squares_init
 from .surrogate.normalization import Normalization
 from .training.checkpoint import load_model
 from .training.data import Split, WindowSampler, split_trajectories
@@ -183,7 +184,12 @@ def train_stage(cfg: RunConfig, run: RunDir, data_path: Path, resume: bool = Fal
         if which is not None and name != which:
             continue
         torch.manual_seed(cfg.training.seed)
-        model = build_surrogate(name, system, cfg.model, norm).to(device)
+        model = build_surrogate(name, system, cfg.model, norm)
+        if cfg.model.init == "lstsq":
+            cur, nxt = train.all_pairs(stride=max(1, train.size // 512))
+            resid = least_squares_init(model, cur, system.rhs(cur), nxt)
+            run.log("least-squares init, relative residuals: " + ", ".join(f"{k} {v:.1e}" for k, v in resid.items()))
+        model = model.to(device)
         run.log(f"training surrogate '{name}' ({model.n_parameters():,} parameters) on {len(split.train)} "
                 f"trajectories, device {device}")
         trainer = Trainer(model, system, train, val, cfg.training, root, log=run.log)

@@ -178,3 +178,34 @@ def test_dropout_is_channelwise_and_off_in_eval():
     torch.manual_seed(1)
     d = model(s)
     assert not c.allclose(d)
+
+
+def test_least_squares_init_makes_the_differentiator_exact_for_bilinear_dynamics():
+    """The toy's rhs is linear in (X_i rho_ij, X_j rho_ij, rho, ...): F starts exact to round-off."""
+    from toy_system import ToySystem
+
+    from qcsurrogate import simulate
+    from qcsurrogate.surrogate.linear_init import least_squares_init
+
+    system = ToySystem(L=5)
+    traj = simulate(system, system.initial_state("random_start", seed=1, n_traj=4), 0.05, 30)
+    cur, nxt = traj.index(slice(0, -1)), traj.index(slice(1, None))
+    flat = lambda s: s.map(lambda t: t.reshape(-1, *t.shape[2:]))  # noqa: E731
+    cur, nxt = flat(cur), flat(nxt)
+    deriv = system.rhs(cur)
+    norm = Normalization.fit(system.graph, cur, deriv, nxt - cur)
+    cfg = SurrogateConfig(width=8, bilinear_inputs=True, linear_skip=True, init="lstsq", dtype="float64")
+    model = PARC(system.graph, system.boundary, cfg, norm)
+    before, _ = model.loss(cur, deriv, nxt)
+    resid = least_squares_init(model, cur, deriv, nxt)
+    assert all(resid[f"F:{v}"] < 1e-12 for v in ("X", "V", "rho")), resid
+    _, parts = model.loss(cur, deriv, nxt)
+    assert all(parts[f"deriv:{v}"] < 1e-10 for v in ("X", "V", "rho")), parts
+    assert sum(parts.values()) < float(before) / 100
+
+
+def test_lstsq_init_requires_the_linear_skip():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="linear_skip"):
+        SurrogateConfig(init="lstsq")

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..graph import DependencyGraph
@@ -39,8 +39,20 @@ class SurrogateConfig(BaseModel):
         description="also feed products of inputs (x_i rho_ij, x_j rho_ij in pair blocks; x_a x_b in site blocks): "
         "a generic multiplicative prior, beyond the paper",
     )
+    linear_skip: bool = Field(
+        False, description="add a linear 3-wide convolution from each CNN's input to its output (beyond the paper)"
+    )
+    init: Literal["random", "lstsq"] = Field(
+        "random", description="'lstsq': start each linear skip at the least-squares local linear map (needs linear_skip)"
+    )
     project_rho: bool = Field(False, description="project predicted rho on Hermitian matrices with the input trace")
     dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _init_needs_skip(self) -> SurrogateConfig:
+        if self.init == "lstsq" and not self.linear_skip:
+            raise ValueError("init: lstsq fits the linear skip paths; set linear_skip: true")
+        return self
 
 
 def project_density_matrix(rho: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:

@@ -134,10 +134,14 @@ class PARCCNN(nn.Module):
         complex_: bool,
         act: str = "gelu",
         dropout: float = 0.0,
+        linear_skip: bool = False,
     ) -> None:
         super().__init__()
         half = max(1, width // 2)
         kw = {"dim": dim, "boundary": boundary, "complex_": complex_}
+        # an optional linear 3-wide path from input to output: the network then learns a nonlinear
+        # correction to the best local linear map, which it can reach at once (beyond the paper)
+        self.skip = Conv(in_ch, out_ch, 3, **kw) if linear_skip else None
         self.stem = Conv(in_ch, half, 3, **kw)
         self.res = nn.ModuleList([ResBlock(half, dim, boundary, complex_, act) for _ in range(2)])
         self.wide = Conv(half, width, 7, **kw)
@@ -148,18 +152,19 @@ class PARCCNN(nn.Module):
         self.act = activation(act)
 
     @staticmethod
-    def count_parameters(in_ch: int, out_ch: int, width: int, dim: int, complex_: bool) -> int:
+    def count_parameters(in_ch: int, out_ch: int, width: int, dim: int, complex_: bool, linear_skip: bool = False) -> int:
         """Parameter count without building the module (used to size baselines)."""
         half = max(1, width // 2)
         layers = [(in_ch, half, 3)] + [(half, half, 3)] * 4 + [(half, width, 7), (width, half, 1), (half, half, 1), (half, out_ch, 3)]
+        layers += [(in_ch, out_ch, 3)] if linear_skip else []
         n = sum(o * i * k**dim + o for i, o, k in layers)
         return 2 * n if complex_ else n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.stem(x))
+        h = self.act(self.stem(x))
         for block in self.res:
-            x = block(x)
-        x = self.drop(self.act(self.wide(x)))
-        x = self.act(self.point1(x))
-        x = self.drop(self.act(self.point2(x)))
-        return self.head(x)
+            h = block(h)
+        h = self.drop(self.act(self.wide(h)))
+        h = self.act(self.point1(h))
+        y = self.head(self.drop(self.act(self.point2(h))))
+        return y if self.skip is None else y + self.skip(x)

@@ -114,6 +114,7 @@ class _GraphSurrogate(Surrogate):
             complex_=lifter.complex,
             act=self.config.activation,
             dropout=self.config.dropout,
+            linear_skip=self.config.linear_skip,
         )
 
     def _normed_inputs(self, state: State) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
@@ -229,7 +230,7 @@ class PlainCNN(_GraphSurrogate):
 
     def _count(self, target: str, in_ch: int, out_ch: int, width: int) -> int:
         lf = self.lifters[target]
-        return PARCCNN.count_parameters(in_ch, out_ch, width, 1 if lf.kind == "site" else 2, lf.complex)
+        return PARCCNN.count_parameters(in_ch, out_ch, width, 1 if lf.kind == "site" else 2, lf.complex, self.config.linear_skip)
 
     def predict(self, state: State) -> tuple[State, dict[str, torch.Tensor]]:
         normed, batch = self._normed_inputs(state)
