@@ -68,6 +68,17 @@ register_view(
 )
 
 
+
+
+def _bond(x: torch.Tensor) -> torch.Tensor:
+    """x_{i, i+1} (wrapping at the end): the nearest-neighbour bond elements of a pair matrix."""
+    return torch.diagonal(torch.roll(x, -1, dims=-1), dim1=-2, dim2=-1)
+
+
+register_view(View("bond_real", "pair", "site", lambda x: _bond(x).real, "Re x_{i,i+1} (e.g. bond order)"))
+register_view(View("bond_imag", "pair", "site", lambda x: _bond(x).imag, "Im x_{i,i+1} (e.g. bond current)"))
+
+
 @dataclass(frozen=True)
 class Dependency:
     """`source` seen through the view named `view` ('identity' for fields, 'matrix' for rho by default)."""

@@ -29,7 +29,7 @@ import torch
 import yaml
 from pydantic import Field, field_validator
 
-from . import __version__
+from . import __version__, distributed
 from .atomic import atomic_write_json, atomic_write_text
 from .config import DataConfig, StrictModel, load_yaml
 from .evaluation import figures
@@ -89,12 +89,14 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available; under torchrun each rank gets its own GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but CUDA is not available here")
-    return dev
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device '{name}' requested but CUDA is not available here")
+    return distributed.local_device(dev)
 
 
 class RunDir:
@@ -151,7 +153,8 @@ def _load_split(data_path: Path, cfg: RunConfig, run: RunDir) -> tuple[State, Sp
         system = tr.system()
         dt = tr.dt * tr.save_every
     split = split_trajectories(traj.rho.shape[0], cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed)
-    atomic_write_json(run.root / "split.json", split.to_json())
+    if distributed.is_main():
+        atomic_write_json(run.root / "split.json", split.to_json())
     return traj, split, system, dt
 
 
@@ -316,14 +319,21 @@ def write_resolved_config(cfg: RunConfig, run: RunDir) -> None:
 def run_pipeline(cfg: RunConfig, output: Path | None = None, resume: bool = True, echo: bool = True) -> dict[str, Any]:
     if output is not None:
         cfg = cfg.model_copy(update={"output_dir": Path(output)})
-    run = RunDir(cfg.output_dir, echo=echo)
-    write_resolved_config(cfg, run)
-    run.log(f"qcsurrogate {__version__}: run '{cfg.name}' in {run.root}")
-    data_path = generate_data(cfg, run)
+    distributed.init_from_env(cfg.device)
+    run = RunDir(cfg.output_dir, echo=echo and distributed.is_main())
+    if distributed.is_main():
+        write_resolved_config(cfg, run)
+        run.log(f"qcsurrogate {__version__}: run '{cfg.name}' in {run.root}")
+        generate_data(cfg, run)
+    distributed.barrier()
+    data_path = run.root / "data" / f"{data_hash(cfg.data)}.h5"
     if (run.root / "model" / "model.safetensors").exists() and _model_matches(cfg, run):
         run.log("trained model found with the same config; skipping training")
     else:
         train_stage(cfg, run, data_path, resume=resume)
+    distributed.barrier()
+    if not distributed.is_main():
+        return {}
     results = evaluate_stage(cfg, run, data_path)
     ns, ro = results["next_step"], results["rollout"]
     run.log(f"next-step RMSE total {ns['rmse_total']:.3e}; after {ro['steps'][-1]} steps {ro['rmse_total'][-1]:.3e}")

@@ -42,12 +42,12 @@ def roll(state: State, s: int) -> State:
     L=st.integers(2, 10),
     batch=st.sampled_from([(), (1,), (3,), (2, 2)]),
     complex_mode=st.sampled_from(["complex", "split"]),
-    sees_state=st.booleans(),
+    integrator_inputs=st.sampled_from(["derivative", "block", "state"]),
     boundary=st.sampled_from(["periodic", "open"]),
     cls=st.sampled_from([PARC, PlainCNN]),
 )
-def test_shapes_and_dtypes_for_any_L(L, batch, complex_mode, sees_state, boundary, cls):
-    model = make(cls, boundary, complex_mode=complex_mode, integrator_sees_state=sees_state, dtype="float32")
+def test_shapes_and_dtypes_for_any_L(L, batch, complex_mode, integrator_inputs, boundary, cls):
+    model = make(cls, boundary, complex_mode=complex_mode, integrator_inputs=integrator_inputs, dtype="float32")
     s = model.prepare(random_state(L, batch))
     nxt, aux = model.predict(s)
     assert nxt.fields.keys() == s.fields.keys()
@@ -106,7 +106,7 @@ def test_circular_padding_wider_than_lattice_wraps_correctly():
 
 
 def test_lifting_rules_follow_the_graph():
-    lf = BlockLifter(GRAPH, "rho", "complex")
+    lf = BlockLifter("rho", GRAPH.inputs("rho"), "complex")
     assert lf.in_channels == 3  # X_i, X_j, rho
     X = torch.arange(4.0, dtype=torch.float64)[None]
     rho = torch.zeros(1, 4, 4, dtype=torch.complex128)
@@ -115,8 +115,19 @@ def test_lifting_rules_follow_the_graph():
     torch.testing.assert_close(x[0, 0], X[0][:, None].expand(4, 4))  # x_i along rows
     torch.testing.assert_close(x[0, 1], X[0][None, :].expand(4, 4))  # x_j along columns
     assert torch.count_nonzero(x[:, 3:5]) == 0  # real inputs enter with zero imaginary part
-    assert BlockLifter(GRAPH, "V", "complex").in_channels == 2  # X and diag(rho)
-    assert BlockLifter(GRAPH, "rho", "split").in_channels == 6
+    assert BlockLifter("V", GRAPH.inputs("V"), "complex").in_channels == 2  # X and diag(rho)
+    assert BlockLifter("rho", GRAPH.inputs("rho"), "split").in_channels == 6
+    bil = BlockLifter("rho", GRAPH.inputs("rho"), "complex", bilinear=True)
+    assert bil.in_channels == 5  # + X_i rho_ij, X_j rho_ij
+    y = bil.lift({"X:identity": X, "rho:matrix": torch.ones(1, 4, 4, dtype=torch.complex128)})
+    torch.testing.assert_close(y[0, 3], X[0][:, None].expand(4, 4))
+
+
+def test_state_dependencies_lift_the_whole_state():
+    from qcsurrogate.surrogate.parc import state_dependencies
+
+    assert [d.label() for d in state_dependencies(GRAPH, "X")] == ["X", "V", "bond_imag(rho)", "bond_real(rho)", "diagonal(rho)"]
+    assert [d.label() for d in state_dependencies(GRAPH, "rho")] == ["X", "V", "rho"]
 
 
 def test_differentiator_sees_exactly_the_graph_inputs():
@@ -194,7 +205,7 @@ def test_least_squares_init_makes_the_differentiator_exact_for_bilinear_dynamics
     cur, nxt = flat(cur), flat(nxt)
     deriv = system.rhs(cur)
     norm = Normalization.fit(system.graph, cur, deriv, nxt - cur)
-    cfg = SurrogateConfig(width=8, bilinear_inputs=True, linear_skip=True, init="lstsq", dtype="float64")
+    cfg = SurrogateConfig(width=8, bilinear_inputs=True, linear_skip=True, init="lstsq", dtype="float64", integrator_inputs="state")
     model = PARC(system.graph, system.boundary, cfg, norm)
     before, _ = model.loss(cur, deriv, nxt)
     resid = least_squares_init(model, cur, deriv, nxt)

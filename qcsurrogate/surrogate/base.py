@@ -31,8 +31,10 @@ class SurrogateConfig(BaseModel):
     complex_mode: Literal["complex", "split"] = Field(
         "complex", description="rho block as a true complex CNN, or a real CNN on (Re, Im) channels"
     )
-    integrator_sees_state: bool = Field(
-        True, description="integrator S also sees the block inputs (False: S sees only F's output, as in Eq. 10)"
+    integrator_inputs: Literal["derivative", "block", "state"] = Field(
+        "derivative",
+        description="what the integrator S sees besides F's output: 'derivative' nothing else (Eq. 10, the paper), "
+        "'block' F's own inputs, 'state' the whole state lifted to the block (what an O(dt^2) step needs)",
     )
     bilinear_inputs: bool = Field(
         False,

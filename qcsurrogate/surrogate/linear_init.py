@@ -93,11 +93,8 @@ def least_squares_init(model, states: State, derivatives: State, next_states: St
             d = derivatives[t].reshape(-1, *derivatives[t].shape[len(derivatives.batch_shape):])
             d = lf.to_channels((d / model.normalization.derivative[t]).to(device=x.device))
             report[f"F:{t}"] = fit_skip(model.differentiators[t], x, d)
-            f = model.differentiators[t](x.to(model.dtype)).double()
-            from .parc import _cat_channels
-
-            s_in = _cat_channels(f, x.double(), lf.complex) if model.config.integrator_sees_state else f
-            report[f"S:{t}"] = fit_skip(model.integrators[t], s_in, inc)
+            f = model.differentiators[t](x.to(model.dtype))
+            report[f"S:{t}"] = fit_skip(model.integrators[t], model.integrator_input(t, f, x, normed), inc)
         else:
             report[f"N:{t}"] = fit_skip(model.nets[t], x, inc)
     model.train(was)

@@ -12,12 +12,23 @@ from typing import Any
 
 import torch
 
-from ..graph import Dependency, DependencyGraph
+from ..graph import Dependency, DependencyGraph, available_views, get_view, kind_of
 from ..state import State
 
 
 def input_key(dep: Dependency) -> str:
     return f"{dep.source}:{dep.resolved_view().name}"
+
+
+def _all_dependencies(graph: DependencyGraph) -> list[Dependency]:
+    """Every variable through every registered view that accepts it (what 'state' integrators read)."""
+    out = []
+    for v in graph.variables:
+        for name in available_views():
+            view = get_view(name)
+            if view.input_kind == kind_of(v):
+                out.append(Dependency(v, name))
+    return out
 
 
 def _rms(x: torch.Tensor) -> float:
@@ -38,8 +49,9 @@ class Normalization:
         """Fit on flattened samples: `states`, their exact derivatives and their one-step increments."""
         variables = states.variables()
         inputs: dict[str, tuple[Any, float]] = {}
+        own = [(d, d.resolved_view()(variables[d.source])) for d in _all_dependencies(graph)]
         for target in graph.variables:
-            for dep, x in graph.gather(target, variables):
+            for dep, x in graph.gather(target, variables) + own:
                 key = input_key(dep)
                 if key in inputs:
                     continue
@@ -73,6 +85,7 @@ class Normalization:
     @classmethod
     def identity(cls, graph: DependencyGraph) -> Normalization:
         """Unit scales (for tests and for building a model before data is seen)."""
-        inputs = {input_key(d): (0.0, 1.0) for t in graph.variables for d in graph.inputs(t)}
+        deps = [d for t in graph.variables for d in graph.inputs(t)] + _all_dependencies(graph)
+        inputs = {input_key(d): (0.0, 1.0) for d in deps}
         ones = {v: 1.0 for v in graph.variables}
         return cls(inputs=inputs, derivative=dict(ones), increment=dict(ones))

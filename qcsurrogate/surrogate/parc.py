@@ -17,11 +17,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..graph import DependencyGraph, kind_of
+from ..graph import Dependency, DependencyGraph, available_views, get_view, kind_of
 from ..state import RHO, State
 from .base import Surrogate
 from .layers import PARCCNN
 from .normalization import Normalization, input_key
+
+
+def state_dependencies(graph: DependencyGraph, target: str) -> tuple[Dependency, ...]:
+    """The whole state as seen from `target`'s block: every field, and every pair variable as a
+    matrix (pair blocks) or through every registered view that reduces it to sites (site blocks:
+    diagonal, bond_real, bond_imag, ... so an integrator can see occupations and bond currents)."""
+    fields = [Dependency(v) for v in graph.variables if kind_of(v) == "site"]
+    pairs = [v for v in graph.variables if kind_of(v) == "pair"]
+    if kind_of(target) == "pair":
+        return (*fields, *(Dependency(v) for v in pairs))
+    reducing = [get_view(n) for n in available_views()]
+    reducing = [v for v in reducing if v.input_kind == "pair" and v.output_kind == "site"]
+    return (*fields, *(Dependency(p, v.name) for p in pairs for v in reducing))
 
 
 class BlockLifter:
@@ -31,9 +44,9 @@ class BlockLifter:
     `in_channels`/`out_channels` count complex channels for a complex block, real ones otherwise.
     """
 
-    def __init__(self, graph: DependencyGraph, target: str, complex_mode: str, bilinear: bool = False) -> None:
+    def __init__(self, target: str, deps: tuple[Dependency, ...], complex_mode: str, bilinear: bool = False) -> None:
         self.target = target
-        self.deps = graph.inputs(target)
+        self.deps = deps
         self.kind = kind_of(target)
         self.complex = self.kind == "pair" and complex_mode == "complex"
         self.bilinear = bilinear
@@ -94,7 +107,13 @@ class _GraphSurrogate(Surrogate):
 
     def __init__(self, graph, boundary, config, normalization) -> None:
         super().__init__(graph, boundary, config, normalization)
-        self.lifters = {t: BlockLifter(graph, t, config.complex_mode, config.bilinear_inputs) for t in graph.variables}
+        self.lifters = {
+            t: BlockLifter(t, graph.inputs(t), config.complex_mode, config.bilinear_inputs) for t in graph.variables
+        }
+        self.state_lifters = {
+            t: BlockLifter(t, state_dependencies(graph, t), config.complex_mode, config.bilinear_inputs)
+            for t in graph.variables
+        }
         # buffers are real so `.to(dtype)` never drops an imaginary part; not persistent because
         # the normalisation is saved as JSON in the model spec
         for key, (mean, std) in normalization.inputs.items():
@@ -122,15 +141,19 @@ class _GraphSurrogate(Surrogate):
         flat = state.map(lambda t: t.reshape(-1, *t.shape[len(batch):]))
         variables = flat.variables()
         normed: dict[str, torch.Tensor] = {}
-        for target in self.graph.variables:
-            for dep, x in self.graph.gather(target, variables):
+        for lf in self._all_lifters():
+            for dep in lf.deps:
                 key = input_key(dep)
                 if key not in normed:
+                    x = dep.resolved_view()(variables[dep.source])
                     k = _safe(key)
                     re = getattr(self, f"in_mean_re__{k}").to(x.real.dtype)
                     mean = torch.complex(re, getattr(self, f"in_mean_im__{k}").to(x.real.dtype)) if x.is_complex() else re
                     normed[key] = (x - mean) / getattr(self, f"in_std__{k}").to(x.real.dtype)
         return normed, batch
+
+    def _all_lifters(self) -> list[BlockLifter]:
+        return list(self.lifters.values())
 
     def _assemble(self, state: State, increments: dict[str, torch.Tensor], batch: tuple[int, ...]) -> State:
         out: dict[str, torch.Tensor] = {}
@@ -173,9 +196,25 @@ class PARC(_GraphSurrogate):
         self.integrators = nn.ModuleDict()
         for t, lf in self.lifters.items():
             self.differentiators[t] = self._cnn(lf.in_channels, lf.out_channels, t, config.width)
-            s_in = lf.out_channels + (lf.in_channels if config.integrator_sees_state else 0)
-            self.integrators[t] = self._cnn(s_in, lf.out_channels, t, config.width)
+            self.integrators[t] = self._cnn(self.integrator_in_channels(t), lf.out_channels, t, config.width)
         self.to(self.dtype)
+
+    def _all_lifters(self) -> list[BlockLifter]:
+        extra = list(self.state_lifters.values()) if self.config.integrator_inputs == "state" else []
+        return list(self.lifters.values()) + extra
+
+    def integrator_in_channels(self, t: str) -> int:
+        lf = self.lifters[t]
+        extra = {"derivative": 0, "block": lf.in_channels, "state": self.state_lifters[t].in_channels}
+        return lf.out_channels + extra[self.config.integrator_inputs]
+
+    def integrator_input(self, t: str, f: torch.Tensor, x: torch.Tensor, normed: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What S reads: F's output, plus F's inputs or the whole state, per `integrator_inputs`."""
+        mode = self.config.integrator_inputs
+        if mode == "derivative":
+            return f
+        extra = x if mode == "block" else self.state_lifters[t].lift(normed)
+        return _cat_channels(f, extra.to(f.dtype), self.lifters[t].complex)
 
     def predict(self, state: State) -> tuple[State, dict[str, torch.Tensor]]:
         normed, batch = self._normed_inputs(state)
@@ -184,8 +223,7 @@ class PARC(_GraphSurrogate):
         for t, lf in self.lifters.items():
             x = lf.lift(normed)
             f = self.differentiators[t](x)
-            s_in = _cat_channels(f, x, lf.complex) if self.config.integrator_sees_state else f
-            inc = lf.to_variable(self.integrators[t](s_in))
+            inc = lf.to_variable(self.integrators[t](self.integrator_input(t, f, x, normed)))
             aux[f"deriv:{t}"] = lf.to_variable(f)
             aux[f"inc:{t}"] = inc
             incs[t] = inc
@@ -216,7 +254,7 @@ class PlainCNN(_GraphSurrogate):
         super().__init__(graph, boundary, config, normalization)
         target = sum(
             self._count(t, lf.in_channels, lf.out_channels, config.width)
-            + self._count(t, lf.out_channels + (lf.in_channels if config.integrator_sees_state else 0), lf.out_channels, config.width)
+            + self._count(t, PARC.integrator_in_channels(self, t), lf.out_channels, config.width)
             for t, lf in self.lifters.items()
         )  # PARC's F and S at the configured width
         width = _matching_width(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -99,8 +100,21 @@ def _perturb(state: State, model: Surrogate, std: float) -> State:
     return State._raw(fields, rho)
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed process group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class Trainer:
-    """Fits a surrogate to windows of trajectories of one System."""
+    """Fits a surrogate to windows of trajectories of one System.
+
+    Under `torchrun` (an initialised process group) every rank draws the same global batch, takes its
+    own shard, and gradients are averaged across ranks before each step (data parallelism; the update
+    equals single-process training on the global batch). Only rank 0 logs and writes files.
+    """
 
     def __init__(
         self,
@@ -124,6 +138,9 @@ class Trainer:
             lr=cfg.lr,
             betas=(0.9, 0.999),
         )
+        self.rank, self.world = _world()
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {self.world} distributed ranks")
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.time_data = 0.0  # batch assembly and exact-derivative targets, inside train_step
@@ -157,6 +174,8 @@ class Trainer:
         k = unroll_length(self.step, cfg)
         t0 = time.perf_counter()
         window = self.train_data.batch(self.step, cfg.batch_size, k)
+        if self.world > 1:
+            window = [w.index(slice(self.rank, None, self.world)) for w in window]
         self.time_data += time.perf_counter() - t0
         lr = learning_rate(self.step, cfg)
         for g in self.opt.param_groups:
@@ -165,10 +184,23 @@ class Trainer:
         loss, parts = self._loss(window, k, self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world > 1:
+            self._average_gradients()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
         self.step += 1
         return {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm), "unroll": k, **parts}
+
+    def _average_gradients(self) -> None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset : offset + n].view_as(g))
+            offset += n
 
     @torch.no_grad()
     def validate(self, max_pairs: int = 2048) -> float:
@@ -194,6 +226,8 @@ class Trainer:
         return True
 
     def checkpoint(self) -> None:
+        if self.rank != 0:
+            return
         save_checkpoint(
             self.ckpt_dir, self.step, self.model, self.opt, None,
             {"train_config": self.cfg.model_dump(mode="json"), "history": self.history},
@@ -210,7 +244,8 @@ class Trainer:
         metrics_path = self.run_dir / "train_log.jsonl"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         bar = None
-        if cfg.progress or (cfg.progress is None and sys.stderr.isatty()):
+        main = self.rank == 0
+        if main and (cfg.progress or (cfg.progress is None and sys.stderr.isatty())):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
@@ -220,7 +255,7 @@ class Trainer:
         samples = 0
         last: dict[str, Any] = {}
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-        with open(metrics_path, "a") as logf:
+        with open(metrics_path if main else os.devnull, "a") as logf:
             while self.step < end:
                 t0 = time.perf_counter()
                 rec = self.train_step()
@@ -229,7 +264,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == end:
                     elapsed = time.perf_counter() - t_start
                     rec["samples_per_s"] = samples / max(elapsed, 1e-9)
-                    if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    if main and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                         rec["val_loss"] = self.validate()
                     self.history.append(rec)
                     logf.write(json.dumps(rec) + "\n")
@@ -238,7 +273,7 @@ class Trainer:
                     msg = f"loss={rec['loss']:.3e} lr={rec['lr']:.1e} k={rec['unroll']} {rec['samples_per_s']:.0f} samples/s"
                     if bar is not None:
                         bar.set_postfix_str(msg)
-                    else:
+                    elif main:
                         self.log(f"step {self.step}/{cfg.steps} {msg}")
                 if bar is not None:
                     bar.update(1)
@@ -256,7 +291,7 @@ class Trainer:
             "samples_per_s": samples / max(wall, 1e-9),
             "n_parameters": self.model.n_parameters(),
         }
-        if self.step >= cfg.steps:
+        if self.step >= cfg.steps and main:
             save_model(self.model, self.run_dir / "model", extra={"train_summary": summary})
             atomic_write_json(self.run_dir / "train_summary.json", summary)
         return summary
