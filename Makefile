@@ -38,6 +38,7 @@ wheel-check: wheels
 
 bench: venv
 	$(BIN)/python benchmarks/bench_simulate.py
+	$(BIN)/python benchmarks/bench_surrogate.py
 
 clean:
 	rm -rf $(VENV) dist build
