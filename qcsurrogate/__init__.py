@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .graph import Dependency, DependencyGraph, View, register_view
+from .graph import Dependency, DependencyGraph, View, available_views, get_view, register_view
 from .hookspecs import hookimpl
-from .registry import list_plugins, list_surrogates, list_systems, load_system, register_plugin
+from .registry import (
+    get_surrogate_class,
+    list_plugins,
+    list_surrogates,
+    list_systems,
+    load_system,
+    register_plugin,
+    unregister_plugin,
+)
 from .solvers import simulate
 from .state import State
 from .system import ConfigError, System, SystemParams, scenario
@@ -29,7 +37,11 @@ __all__ = [
     "System",
     "SystemParams",
     "View",
+    "TrajectoryWriter",
     "__version__",
+    "available_views",
+    "get_surrogate_class",
+    "get_view",
     "hookimpl",
     "list_plugins",
     "list_surrogates",
@@ -38,5 +50,8 @@ __all__ = [
     "register_plugin",
     "register_view",
     "scenario",
+    "open_trajectory",
     "simulate",
+    "simulate_to_file",
+    "unregister_plugin",
 ]

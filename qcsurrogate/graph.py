@@ -45,6 +45,10 @@ def register_view(view: View, *, replace: bool = False) -> View:
 
 
 def get_view(name: str) -> View:
+    if name not in _VIEWS:
+        from .registry import get_registry  # plugins register their views when imported
+
+        get_registry()
     try:
         return _VIEWS[name]
     except KeyError:
@@ -77,6 +81,11 @@ def _bond(x: torch.Tensor) -> torch.Tensor:
 
 register_view(View("bond_real", "pair", "site", lambda x: _bond(x).real, "Re x_{i,i+1} (e.g. bond order)"))
 register_view(View("bond_imag", "pair", "site", lambda x: _bond(x).imag, "Im x_{i,i+1} (e.g. bond current)"))
+
+
+CORE_REDUCING_VIEWS = ("diagonal", "bond_real", "bond_imag")
+"""Pair -> site views every installation has; what a 'state' integrator reads besides the graph's own
+views (never plugin views a graph does not name, so a model's shape cannot depend on what is installed)."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import sys
+import types
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -94,9 +96,18 @@ def _progress(total: int, enabled: bool | None, desc: str):
 
 
 class _CompiledStepper:
-    """RK4 on the System's real-arithmetic rhs, traced once by torch.compile into fused kernels."""
+    """`steps_per_call` RK steps on the System's real-arithmetic rhs, traced by torch.compile into fused kernels.
 
-    def __init__(self, system: System, method: ExplicitRK, dt: float, field_names: Sequence[str]) -> None:
+    Built through `_compiled_stepper`, which caches it, so repeated `simulate(..., compile=True)` calls
+    trace once. Each stepper owns a private copy of its traced function's code object: dynamo keeps its
+    cache of graphs on the code object, so with one shared code object every system, dt and shape would
+    add a guarded entry to the same cache, and past `torch._dynamo.config.recompile_limit` (8) a
+    `fullgraph=True` compile fails hard (e.g. on the ninth value of a parameter sweep).
+    """
+
+    def __init__(
+        self, system: System, method: ExplicitRK, dt: float, field_names: Sequence[str], steps_per_call: int = 1
+    ) -> None:
         names = tuple(field_names)
 
         def f(y: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -105,15 +116,51 @@ class _CompiledStepper:
             return (*(dfields[n] for n in names), dre, dim)
 
         def step(*y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return method.step_tuple(f, y, dt)
+            for _ in range(steps_per_call):  # unrolled when traced
+                y = method.step_tuple(f, y, dt)
+            return tuple(y)
 
+        own = types.FunctionType(step.__code__.replace(), step.__globals__, step.__name__, None, step.__closure__)
+        self.system = system  # held, so the id() in the cache key cannot be reused while the entry lives
         self.names = names
-        self.step = torch.compile(step, dynamic=False, fullgraph=True)
+        self.steps_per_call = steps_per_call
+        self.n_calls = 0  # calls of the compiled function (for tests and benchmarks)
+        self.step = torch.compile(own, dynamic=False, fullgraph=True)
 
     def __call__(self, y: State) -> State:
+        """Advance `y` by `steps_per_call` steps."""
         flat = (*(y.fields[n] for n in self.names), y.rho.real.contiguous(), y.rho.imag.contiguous())
         out = self.step(*flat)
+        self.n_calls += 1
         return State._raw(dict(zip(self.names, out[:-2])), torch.complex(out[-2], out[-1]))
+
+
+# Compiled steppers by (system identity and params, solver, dt, fields, steps per call, device, dtype,
+# shape, torch threads). Shapes are static (dynamic=False), so a new shape is a new trace anyway; the
+# thread count is read when Inductor generates its OpenMP code, so it is part of what was compiled.
+# Entries hold their System, so an id() in a key always names a live object; the least recently used
+# entry is dropped past `_STEPPER_CACHE_SIZE`, so the cache cannot grow without bound.
+_STEPPER_CACHE: OrderedDict[tuple, _CompiledStepper] = OrderedDict()
+_STEPPER_CACHE_SIZE = 16
+
+
+def _compiled_stepper(
+    system: System, method: ExplicitRK, dt: float, y: State, steps_per_call: int = 1
+) -> _CompiledStepper:
+    """The cached `_CompiledStepper` for this system, solver, step and state layout (built on a miss)."""
+    key = (
+        id(system), type(system), system.params.model_dump_json(), method, float(dt), tuple(system.field_names),
+        int(steps_per_call), str(y.rho.device), y.dtype, tuple(y.rho.shape), torch.get_num_threads(),
+    )  # fmt: skip
+    stepper = _STEPPER_CACHE.get(key)
+    if stepper is not None and stepper.system is system:
+        _STEPPER_CACHE.move_to_end(key)
+        return stepper
+    stepper = _CompiledStepper(system, method, dt, system.field_names, steps_per_call)
+    _STEPPER_CACHE[key] = stepper
+    while len(_STEPPER_CACHE) > _STEPPER_CACHE_SIZE:
+        _STEPPER_CACHE.popitem(last=False)
+    return stepper
 
 
 def simulate(
@@ -130,13 +177,17 @@ def simulate(
     chunk_size: int = 256,
     progress: bool | None = None,
     compile: bool = False,
+    steps_per_call: int = 1,
 ) -> State:
     """Integrate `system` from `state0` with a fixed step and return the saved trajectory.
 
     The result has a leading time axis of `n_steps // save_every + 1` snapshots (t = 0 included).
     With a `sink`, snapshots are handed over in chunks of `chunk_size` and only the final state is
     returned (shape of `state0`), so memory does not grow with `n_steps`. `compile=True` fuses each
-    step with torch.compile over `System.rhs_real` (worth it for long runs; tracing takes seconds).
+    step with torch.compile over `System.rhs_real` (worth it for long runs; tracing takes seconds, once
+    per system, solver, dt and state shape in a process: compiled steppers are cached). With `compile`,
+    `steps_per_call` RK steps are unrolled into each compiled call (fewer Python round trips per step,
+    tracing time grows about linearly); it must divide `save_every`, and is ignored without `compile`.
     """
     if not dt > 0 or not math.isfinite(dt):
         raise ValueError(f"dt must be a positive finite number, got {dt}")
@@ -146,14 +197,20 @@ def simulate(
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every})")
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
+    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be an integer >= 1, got {steps_per_call!r}")
+    if compile and save_every % steps_per_call:
+        raise ValueError(f"steps_per_call ({steps_per_call}) must divide save_every ({save_every})")
     missing = set(system.field_names) - set(state0.fields)
     if missing:
         raise ValueError(f"state lacks field(s) {sorted(missing)} required by system '{system.name}'")
     method = get_solver(solver)
     y = state0.to(device=device, dtype=dtype or state0.dtype)
     if compile:
-        step: Callable[[State], State] = _CompiledStepper(system, method, dt, system.field_names)
+        stride = steps_per_call
+        step: Callable[[State], State] = _compiled_stepper(system, method, dt, y, steps_per_call)
     else:
+        stride = 1
         step = lambda s: method.step(system.rhs, s, dt)  # noqa: E731
 
     saved: list[State] = [y]
@@ -163,14 +220,14 @@ def simulate(
             if sink is not None and len(saved) >= chunk_size:  # chunk_size == 1: t = 0 is a chunk of its own
                 sink.append(State.stack(saved))
                 saved = []
-            for i in range(1, n_steps + 1):
+            for i in range(stride, n_steps + 1, stride):  # each call of `step` advances `stride` steps
                 y = step(y)
                 if i % save_every == 0:
                     saved.append(y)
                     if sink is not None and len(saved) >= chunk_size:
                         sink.append(State.stack(saved))
                         saved = []
-                if bar is not None and (i % 64 == 0 or i == n_steps):
+                if bar is not None and (i - bar.n >= 64 or i == n_steps):
                     bar.update(i - bar.n)
             if sink is not None:
                 if saved:

@@ -148,7 +148,7 @@ def test_split_is_by_trajectory():
     one = split_trajectories(1, 0.1, 0.2, seed=0)
     assert one.memorized and one.train == one.test == (0,)
     with pytest.raises(ValueError):
-        split_trajectories(3, 0.4, 0.4, seed=0)
+        split_trajectories(3, 0.5, 0.5, seed=0)
 
 
 def test_window_sampler_is_deterministic_and_covers_windows(tiny_data):

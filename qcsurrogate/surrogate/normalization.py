@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..graph import Dependency, DependencyGraph, available_views, get_view, kind_of
+from ..graph import CORE_REDUCING_VIEWS, Dependency, DependencyGraph, kind_of
 from ..state import State
 
 
@@ -21,13 +21,9 @@ def input_key(dep: Dependency) -> str:
 
 
 def _all_dependencies(graph: DependencyGraph) -> list[Dependency]:
-    """Every variable through every registered view that accepts it (what 'state' integrators read)."""
-    out = []
-    for v in graph.variables:
-        for name in available_views():
-            view = get_view(name)
-            if view.input_kind == kind_of(v):
-                out.append(Dependency(v, name))
+    """Every variable as itself and through the core's reducing views (what 'state' integrators read)."""
+    out = [Dependency(v) for v in graph.variables]
+    out += [Dependency(v, n) for v in graph.variables if kind_of(v) == "pair" for n in CORE_REDUCING_VIEWS]
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..graph import Dependency, DependencyGraph, available_views, get_view, kind_of
+from ..graph import CORE_REDUCING_VIEWS, Dependency, DependencyGraph, get_view, kind_of
 from ..state import RHO, State
 from .base import Surrogate
 from .layers import PARCCNN
@@ -26,15 +26,16 @@ from .normalization import Normalization, input_key
 
 def state_dependencies(graph: DependencyGraph, target: str) -> tuple[Dependency, ...]:
     """The whole state as seen from `target`'s block: every field, and every pair variable as a
-    matrix (pair blocks) or through every registered view that reduces it to sites (site blocks:
-    diagonal, bond_real, bond_imag, ... so an integrator can see occupations and bond currents)."""
+    matrix (pair blocks) or, in site blocks, through the core's reducing views (diagonal, bond_real,
+    bond_imag: occupations and bond currents) plus any the graph itself names."""
     fields = [Dependency(v) for v in graph.variables if kind_of(v) == "site"]
     pairs = [v for v in graph.variables if kind_of(v) == "pair"]
     if kind_of(target) == "pair":
         return (*fields, *(Dependency(v) for v in pairs))
-    reducing = [get_view(n) for n in available_views()]
-    reducing = [v for v in reducing if v.input_kind == "pair" and v.output_kind == "site"]
-    return (*fields, *(Dependency(p, v.name) for p in pairs for v in reducing))
+    named = {d.resolved_view().name for deps in graph.edges.values() for d in deps}
+    names = sorted(set(CORE_REDUCING_VIEWS) | {n for n in named if get_view(n).input_kind == "pair"})
+    reducing = [n for n in names if get_view(n).output_kind == "site"]
+    return (*fields, *(Dependency(p, n) for p in pairs for n in reducing))
 
 
 class BlockLifter:
