@@ -33,7 +33,7 @@ from . import __version__, distributed
 from .atomic import atomic_write_json, atomic_write_text
 from .config import DataConfig, StrictModel, load_yaml
 from .evaluation import figures
-from .evaluation.metrics import next_step_rmse, persistence, physics_diagnostics, rollout_rmse
+from .evaluation.metrics import json_safe, next_step_rmse, persistence, physics_diagnostics, rollout_rmse
 from .io import open_trajectory, simulate_to_file
 from .registry import get_surrogate_class
 from .state import State
@@ -264,7 +264,7 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data_path: Path) -> dict[str, An
     for key in ("surrogate", "cnn"):
         if key in rollouts:
             rollouts[key] = rollouts[key].to(device="cpu", dtype=torch.float64)
-    atomic_write_json(run.root / "metrics.json", results)
+    atomic_write_json(run.root / "metrics.json", json_safe(results))
     make_figures(cfg, run, results, truth, rollouts["surrogate"], dt)
     return results
 
@@ -338,7 +338,8 @@ def run_pipeline(cfg: RunConfig, output: Path | None = None, resume: bool = True
         return {}
     results = evaluate_stage(cfg, run, data_path)
     ns, ro = results["next_step"], results["rollout"]
-    run.log(f"next-step RMSE total {ns['rmse_total']:.3e}; after {ro['steps'][-1]} steps {ro['rmse_total'][-1]:.3e}")
+    run.log(f"next-step RMSE total {ns['rmse_total']:.3e}; after {ro['steps'][-1]} steps {ro['rmse_total'][-1]:.3e} "
+            f"({ro['diverged_fraction'][-1]:.0%} of rollouts diverged)")
     return results
 
 

@@ -106,3 +106,22 @@ def test_physics_diagnostics_detect_broken_rollouts():
     assert d["hermiticity_error_max"] == pytest.approx(0.3)
     assert d["energy_drift_max_rel"] > 0.1
     assert d["staggered_Q_rmse"] == pytest.approx(0.0)  # uniform Q has no staggered component
+
+
+def test_diverged_rollouts_are_counted_and_json_safe():
+    import json
+
+    from qcsurrogate.evaluation.metrics import json_safe
+
+    traj = State({"Q": torch.zeros(2, 6, 2), "P": torch.zeros(2, 6, 2)}, torch.zeros(2, 6, 2, 2))
+
+    def explode(s0, n):
+        out = persistence(s0, n)
+        out.fields["Q"][3:, 1] = float("nan")  # the second trajectory diverges from step 3 on
+        return out
+
+    curve, _ = rollout_rmse(explode, traj, [0], 4, [1, 3])
+    assert curve["diverged_fraction"] == [0.0, 0.5]
+    assert math.isnan(curve["rmse_total"][1])
+    text = json.dumps(json_safe(curve), allow_nan=False)
+    assert json.loads(text)["rmse_total"][1] is None

@@ -68,7 +68,7 @@ def rmse_window_figure(curves: dict[str, dict[str, Any]], dt: float, path: Path,
         ax.plot(steps, curve["rmse_total"], styles[s % 4], lw=2, label=f"{label}: total")
         if s == 0:
             for key in curve:
-                if key.startswith("rmse_") and key != "rmse_total":
+                if key.startswith("rmse_") and key != "rmse_total":  # (diverged_fraction is not an RMSE)
                     ax.plot(steps, curve[key], styles[s % 4], lw=0.8, label=f"{label}: {key[5:]}")
     ax.set_xscale("log")
     ax.set_yscale("log")

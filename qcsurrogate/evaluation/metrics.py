@@ -7,6 +7,7 @@ per sample and then averaged over samples (trajectories and start times); total 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,11 +69,25 @@ def rollout_rmse(
     per_step: dict[str, list[float]] = {}
     for j, k in enumerate(record):
         true_k = trajectories.map(lambda x: x[:, t0 + k].reshape(n_traj * len(starts), *x.shape[2:]))
-        summary = summarize_rmse(rmse_per_sample(pred.index(k).to(dtype=torch.float64), true_k))
+        per_sample = rmse_per_sample(pred.index(k).to(dtype=torch.float64), true_k)
+        summary = summarize_rmse(per_sample)
+        finite = torch.stack([torch.isfinite(v) for v in per_sample.values()]).all(0)
+        summary["diverged_fraction"] = float(1 - finite.double().mean())  # non-finite predictions
         for key, v in summary.items():
             per_step.setdefault(key, []).append(v)
     curve.update(per_step)
     return curve, pred
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf (a diverged rollout) become null, so metrics.json stays strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def persistence(state0: State, n_steps: int) -> State:
