@@ -1,11 +1,25 @@
-"""Shared fixtures for the core's tests: the toy System and a registry that is restored after use."""
+"""Shared fixtures for the core's tests: the toy System, a registry that is restored after use, and the
+toy registered as an in-process plugin."""
 
 from __future__ import annotations
 
 import pytest
 from toy_system import ToySystem
 
+import qcsurrogate
 from qcsurrogate import registry
+
+TOY_PLUGIN = "toy-plugin"
+"""The plugin name `toy_registered` registers ToySystem (system name "toy") under."""
+
+
+class ToyPlugin:
+    """A plugin registering the toy System, as an installed plugin's entry point would."""
+
+    @staticmethod
+    @qcsurrogate.hookimpl
+    def register_systems(register):
+        register(ToySystem)
 
 
 @pytest.fixture
@@ -27,3 +41,10 @@ def clean_registry():
     finally:
         registry._extra[:] = saved
         registry.get_registry(reload=True)
+
+
+@pytest.fixture
+def toy_registered(clean_registry) -> str:
+    """ToySystem registered as system "toy" by plugin `TOY_PLUGIN` (returned); the registry is restored after."""
+    qcsurrogate.register_plugin(ToyPlugin, name=TOY_PLUGIN)
+    return TOY_PLUGIN

@@ -7,84 +7,21 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
 import qcsurrogate
-from qcsurrogate import registry
 from qcsurrogate.cli import COMMANDS, main
-from qcsurrogate.graph import DependencyGraph
 from qcsurrogate.io import open_trajectory
-from qcsurrogate.state import State
-from qcsurrogate.system import System, SystemParams, scenario
 
-
-class CliParams(SystemParams):
-    L: int = 4
-    hopping: float = 1.0
-    g: float = 0.5
-    K: float = 1.0
-
-
-class CliChain(System):
-    """Tight-binding ring with harmonic oscillators (Q, P), a toy for CLI tests."""
-
-    name = "cli_toy_chain"
-    Params = CliParams
-    field_names = ("Q", "P")
-
-    def _H(self, Q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        L = self.params.L
-        h = torch.zeros(L, L, dtype=dtype)
-        for i in range(L):
-            h[i, (i + 1) % L] = h[(i + 1) % L, i] = -self.params.hopping
-        return h - self.params.g * torch.diag_embed(Q.to(dtype))
-
-    def rhs(self, s: State) -> State:
-        H = self._H(s["Q"], s.rho.dtype)
-        n = torch.diagonal(s.rho, dim1=-2, dim2=-1).real
-        dP = -self.params.K * s["Q"] + self.params.g * n
-        return State._raw({"Q": s["P"].clone(), "P": dP}, -1j * (H @ s.rho - s.rho @ H))
-
-    def energy(self, s: State) -> torch.Tensor:
-        H = self._H(s["Q"], s.rho.dtype)
-        return torch.einsum("...ij,...ji->...", H, s.rho).real + 0.5 * (s["P"] ** 2 + self.params.K * s["Q"] ** 2).sum(-1)
-
-    @property
-    def graph(self) -> DependencyGraph:
-        return DependencyGraph({"Q": ["P"], "P": ["Q", ("rho", "diagonal")], "rho": ["Q", "rho"]})
-
-    @scenario
-    def kick(self, n_traj: int = 2, sigma: float = 0.2, seed: int = 0) -> State:
-        """Random displacements, electrons on even sites."""
-        gen = torch.Generator().manual_seed(seed)
-        L = self.params.L
-        Q = sigma * torch.randn(n_traj, L, dtype=torch.float64, generator=gen)
-        occ = torch.tensor([float(i % 2 == 0) for i in range(L)], dtype=torch.float64)
-        return State({"Q": Q, "P": torch.zeros_like(Q)}, torch.diag_embed(occ.expand(n_traj, L)))
-
-
-class _Plugin:
-    @staticmethod
-    @qcsurrogate.hookimpl
-    def register_systems(register):
-        register(CliChain)
-
-
-@pytest.fixture(autouse=True)
-def registered():
-    registry.register_plugin(_Plugin, name="cli-test-plugin")
-    try:
-        yield
-    finally:
-        registry.unregister_plugin("cli-test-plugin")
+# The toy System (tests/toy_system.py), registered as "toy" by plugin "toy-plugin", is what the CLI runs.
+pytestmark = pytest.mark.usefixtures("toy_registered")
 
 
 CONFIG = """
 system:
-  name: cli_toy_chain
-  params: {L: 4, g: 0.7}
+  name: toy
+  params: {L: 4, c: 0.7}
 scenario:
-  name: kick
+  name: random_start
   kwargs: {n_traj: 3, seed: 5}
 simulation:
   dt: 0.05
@@ -113,16 +50,19 @@ def test_plugins_json(capsys):
     assert code == 0
     info = json.loads(out)["plugins"]
     assert "qcsurrogate" in info and info["qcsurrogate"]["version"] == qcsurrogate.__version__
-    sysinfo = info["cli-test-plugin"]["systems"]["cli_toy_chain"]
-    assert sysinfo["scenarios"] == {"kick": "Random displacements, electrons on even sites."}
-    assert sysinfo["fields"] == ["Q", "P"]
-    assert sysinfo["params"]["L"] == {"required": False, "default": 4}
+    sysinfo = info["toy-plugin"]["systems"]["toy"]
+    assert sysinfo["scenarios"] == {
+        "at_rest": "Oscillators at rest at the origin, electrons in a random half-filled state (seed 1).",
+        "random_start": "Random oscillator displacements and velocities, a random half-filled Slater determinant.",
+    }
+    assert sysinfo["fields"] == ["X", "V"]
+    assert sysinfo["params"]["L"] == {"required": False, "default": 6}
 
 
 def test_plugins_text(capsys):
     code, out, _ = _run(capsys, "plugins")
     assert code == 0
-    assert "cli-test-plugin" in out and "system cli_toy_chain" in out and "scenario kick" in out
+    assert "toy-plugin" in out and "system toy" in out and "scenario random_start" in out
 
 
 def test_simulate_end_to_end(capsys, config, tmp_path):
@@ -132,16 +72,16 @@ def test_simulate_end_to_end(capsys, config, tmp_path):
     assert f"wrote {path}" in out
     with open_trajectory(path) as f:
         assert (f.n_traj, f.n_time, f.L) == (3, 21, 4)
-        assert f.scenario_kwargs == {"n_traj": 3, "sigma": 0.2, "seed": 5}
+        assert f.scenario_kwargs == {"n_traj": 3, "sigma": 0.5, "seed": 5}  # defaults filled in
         assert f.attrs["extra"]["config"]["simulation"]["dt"] == 0.05
         system = f.system()
         got = f.load()
-    ref = qcsurrogate.simulate(system, system.initial_state("kick", n_traj=3, seed=5), 0.05, 40, 2)
+    ref = qcsurrogate.simulate(system, system.initial_state("random_start", n_traj=3, seed=5), 0.05, 40, 2)
     assert got.allclose(ref.map(lambda t: t.transpose(0, 1)), rtol=0, atol=0)
 
     code, out, _ = _run(capsys, "inspect", str(path))
     assert code == 0
-    assert "cli_toy_chain (plugin cli-test-plugin" in out and "trajectories  3" in out and "snapshots     21" in out
+    assert "toy (plugin toy-plugin" in out and "trajectories  3" in out and "snapshots     21" in out
     code, out, _ = _run(capsys, "inspect", str(path), "--json")
     assert code == 0 and json.loads(out)["n_time"] == 21
 
@@ -162,7 +102,7 @@ def test_simulate_end_to_end(capsys, config, tmp_path):
     [
         (("dt: 0.05", "dt: -1"), "simulation.dt: Input should be greater than 0"),
         (("save_every: 2", "save_evry: 2"), "simulation.save_evry: unknown key (did you mean 'save_every'?)"),
-        (("name: cli_toy_chain", "name: nope"), "system.name: unknown system 'nope'"),
+        (("name: toy", "name: nope"), "system.name: unknown system 'nope'"),
         (("{n_traj: 3, seed: 5}", "{n_traj: three}"), "scenario.kwargs"),
     ],
 )

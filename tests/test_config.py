@@ -7,12 +7,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from toy_system import ToySystem
 
-import qcsurrogate
-from qcsurrogate import registry
 from qcsurrogate.config import (
     ConfigError,
     DataConfig,
@@ -23,64 +21,18 @@ from qcsurrogate.config import (
     load_yaml,
     parse_config,
 )
-from qcsurrogate.graph import DependencyGraph
-from qcsurrogate.state import State
-from qcsurrogate.system import System, SystemParams, scenario
 
-
-class CfgParams(SystemParams):
-    L: int = 4
-    hopping: float = 1.0
-    g: float = 0.5
-
-
-class CfgChain(System):
-    """Minimal registered system for config validation (dynamics irrelevant here)."""
-
-    name = "cfg_toy_chain"
-    Params = CfgParams
-    field_names = ("Q", "P")
-
-    def rhs(self, s: State) -> State:
-        return s.map(torch.zeros_like)
-
-    def energy(self, s: State) -> torch.Tensor:
-        return s["Q"].sum(-1) * 0
-
-    @property
-    def graph(self) -> DependencyGraph:
-        return DependencyGraph({"Q": ["P"], "P": ["Q"], "rho": ["rho"]})
-
-    @scenario
-    def shallow_quench(self, g_initial: float = 0.5) -> State:
-        """Uniform state."""
-        L = self.params.L
-        return State({"Q": torch.zeros(L), "P": torch.zeros(L)}, torch.eye(L) / 2)
-
-
-class _Plugin:
-    @staticmethod
-    @qcsurrogate.hookimpl
-    def register_systems(register):
-        register(CfgChain)
-
-
-@pytest.fixture(autouse=True)
-def registered():
-    registry.register_plugin(_Plugin, name="cfg-test-plugin")
-    try:
-        yield
-    finally:
-        registry.unregister_plugin("cfg-test-plugin")
+# The toy System (tests/toy_system.py), registered as "toy", is what these configs name.
+pytestmark = pytest.mark.usefixtures("toy_registered")
 
 
 GOOD = """
 system:
-  name: cfg_toy_chain
-  params: {L: 6, g: 0.8}
+  name: toy
+  params: {L: 6, c: 0.8}
 scenario:
-  name: shallow_quench
-  kwargs: {g_initial: 0.5}
+  name: random_start
+  kwargs: {sigma: 0.5}
 simulation:
   dt: 0.08
   n_steps: 100
@@ -106,13 +58,13 @@ def _error(tmp_path: Path, text: str) -> str:
 
 def test_good_config(tmp_path):
     cfg = load_simulate_config(_write(tmp_path, GOOD))
-    assert cfg.system.params == {"L": 6, "g": 0.8}
+    assert cfg.system.params == {"L": 6, "c": 0.8}
     assert cfg.simulation.precision == "float64" and cfg.simulation.device == "cpu"
     assert cfg.simulation.compile is False and cfg.simulation.solver == "rk4"
     assert cfg.simulation.n_snapshots == 26 and math.isclose(cfg.simulation.duration, 8.0)
     assert cfg.output.path == Path("out/traj.h5") and cfg.output.compression is None
     system = cfg.system.build()
-    assert isinstance(system, CfgChain) and system.params.g == 0.8
+    assert isinstance(system, ToySystem) and system.params.c == 0.8
     assert cfg.initial_state(system).L == 6
 
 
@@ -128,13 +80,13 @@ def test_good_config(tmp_path):
         ("  save_every: 4", "  save_every: 4\n  precision: float16",
          "simulation.precision: Input should be 'float64' or 'float32'"),
         ("  save_every: 4", "  save_every: 4\n  device: gpu0", "simulation.device: 'gpu0' is not a torch device"),
-        ("{L: 6, g: 0.8}", "{L: 6, gg: 0.8}", "system.params.gg: unknown key (did you mean 'g'?)"),
-        ("{L: 6, g: 0.8}", "{L: six}", "system.params.L: Input should be a valid integer"),
-        ("name: cfg_toy_chain", "name: nosuch", "system.name: unknown system 'nosuch'"),
-        ("name: shallow_quench", "name: shalow_quench",
-         "scenario.name: system 'cfg_toy_chain' has no scenario 'shalow_quench' (did you mean 'shallow_quench'?)"),
-        ("{g_initial: 0.5}", "{g_intial: 0.5}",
-         "scenario.kwargs.g_intial: scenario 'shallow_quench' has no argument 'g_intial' (did you mean 'g_initial'?)"),
+        ("{L: 6, c: 0.8}", "{L: 6, cc: 0.8}", "system.params.cc: unknown key (did you mean 'c'?)"),
+        ("{L: 6, c: 0.8}", "{L: six}", "system.params.L: Input should be a valid integer"),
+        ("name: toy", "name: nosuch", "system.name: unknown system 'nosuch'"),
+        ("name: random_start", "name: randm_start",
+         "scenario.name: system 'toy' has no scenario 'randm_start' (did you mean 'random_start'?)"),
+        ("{sigma: 0.5}", "{sigam: 0.5}",
+         "scenario.kwargs.sigam: scenario 'random_start' has no argument 'sigam' (did you mean 'sigma'?)"),
         ("output: out/traj.h5", "", "output: required key is missing"),
         ("output: out/traj.h5", "output: {path: a.h5, compression_level: 3}",
          "output: compression_level needs compression: gzip"),
@@ -186,8 +138,8 @@ def test_data_config_reusable_in_a_larger_model(tmp_path):
 
 def test_output_forms():
     data = {
-        "system": {"name": "cfg_toy_chain"},
-        "scenario": {"name": "shallow_quench"},
+        "system": {"name": "toy"},
+        "scenario": {"name": "random_start"},
         "simulation": {"dt": 0.1, "n_steps": 10},
     }
     a = parse_config({**data, "output": "x.h5"}, SimulateConfig)
@@ -215,7 +167,7 @@ def test_simulation_validity(dt, n_steps, save_every):
 
 
 def test_scenario_kwargs_are_typed_by_the_signature(tmp_path):
-    cfg = load_simulate_config(_write(tmp_path, GOOD.replace("{g_initial: 0.5}", "{g_initial: '1e-4'}")))
-    assert cfg.scenario.kwargs == {"g_initial": 1e-4}
-    msg = _error(tmp_path, GOOD.replace("{g_initial: 0.5}", "{g_initial: abc}"))
-    assert "scenario.kwargs.g_initial: Input should be a valid number" in msg, msg
+    cfg = load_simulate_config(_write(tmp_path, GOOD.replace("{sigma: 0.5}", "{sigma: '1e-4'}")))
+    assert cfg.scenario.kwargs == {"sigma": 1e-4}
+    msg = _error(tmp_path, GOOD.replace("{sigma: 0.5}", "{sigma: abc}"))
+    assert "scenario.kwargs.sigma: Input should be a valid number" in msg, msg

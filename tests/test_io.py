@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
 
 import h5py
 import numpy as np
@@ -13,11 +12,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from toy_system import ToySystem
 
 import qcsurrogate
-from qcsurrogate import registry
 from qcsurrogate.atomic import AtomicPath, atomic_path, atomic_write, atomic_write_bytes, atomic_write_json
-from qcsurrogate.graph import DependencyGraph
 from qcsurrogate.io import (
     SCHEMA,
     TrajectoryFormatError,
@@ -26,87 +24,21 @@ from qcsurrogate.io import (
     simulate_to_file,
 )
 from qcsurrogate.state import State
-from qcsurrogate.system import System, SystemParams, scenario
 
 
-# -- a tiny toy system: tight-binding ring coupled to harmonic oscillators (Q, P) -------------------
-class ChainParams(SystemParams):
-    L: int = 4
-    hopping: float = 1.0
-    g: float = 0.6
-    K: float = 1.0
-    boundary: Literal["periodic", "open"] = "periodic"
-
-
-class IoChain(System):
-    """Tight-binding electrons with a site potential -g Q_i from harmonic oscillators."""
-
-    name = "io_toy_chain"
-    Params = ChainParams
-    field_names = ("Q", "P")
-
-    def _hop(self, dtype: torch.dtype) -> torch.Tensor:
-        L = self.params.L
-        h = torch.zeros(L, L, dtype=dtype)
-        for i in range(L if self.params.boundary == "periodic" else L - 1):
-            h[i, (i + 1) % L] = h[(i + 1) % L, i] = -self.params.hopping
-        return h
-
-    def rhs(self, s: State) -> State:
-        Q, P, rho = s["Q"], s["P"], s.rho
-        H = self._hop(rho.dtype) - self.params.g * torch.diag_embed(Q.to(rho.dtype))
-        n = torch.diagonal(rho, dim1=-2, dim2=-1).real
-        return State._raw({"Q": P.clone(), "P": -self.params.K * Q + self.params.g * n}, -1j * (H @ rho - rho @ H))
-
-    def energy(self, s: State) -> torch.Tensor:
-        Q, P, rho = s["Q"], s["P"], s.rho
-        H = self._hop(rho.dtype) - self.params.g * torch.diag_embed(Q.to(rho.dtype))
-        return torch.einsum("...ij,...ji->...", H, rho).real + 0.5 * (P**2 + self.params.K * Q**2).sum(-1)
-
-    @property
-    def graph(self) -> DependencyGraph:
-        return DependencyGraph({"Q": ["P"], "P": ["Q", ("rho", "diagonal")], "rho": ["Q", "rho"]})
-
-    @scenario
-    def kick(self, n_traj: int | None = None, sigma: float = 0.3, seed: int = 0) -> State:
-        """Random displacements, electrons on the even sites."""
-        gen = torch.Generator().manual_seed(seed)
-        L = self.params.L
-        batch = () if n_traj is None else (n_traj,)
-        Q = sigma * torch.randn(*batch, L, dtype=torch.float64, generator=gen)
-        occ = torch.tensor([1.0 if i % 2 == 0 else 0.0 for i in range(L)], dtype=torch.float64)
-        rho = torch.diag_embed(occ.expand(*batch, L)).to(torch.complex128)
-        return State({"Q": Q, "P": torch.zeros_like(Q)}, rho)
-
-
-class _Plugin:
-    @staticmethod
-    @qcsurrogate.hookimpl
-    def register_systems(register):
-        register(IoChain)
-
-
+# The toy System of tests/toy_system.py (fields X, V); `toy_registered` (conftest) registers it as "toy".
 @pytest.fixture
 def chain():
-    return IoChain(L=4)
-
-
-@pytest.fixture
-def registered():
-    registry.register_plugin(_Plugin, name="io-test-plugin")
-    try:
-        yield
-    finally:
-        registry.unregister_plugin("io-test-plugin")
+    return ToySystem(L=4)
 
 
 def _random_state(L: int, batch: tuple[int, ...], seed: int = 0) -> State:
     gen = torch.Generator().manual_seed(seed)
-    Q = torch.randn(*batch, L, dtype=torch.float64, generator=gen)
-    P = torch.randn(*batch, L, dtype=torch.float64, generator=gen)
+    X = torch.randn(*batch, L, dtype=torch.float64, generator=gen)
+    V = torch.randn(*batch, L, dtype=torch.float64, generator=gen)
     z = torch.randn(*batch, L, L, 2, dtype=torch.float64, generator=gen)
     a = torch.view_as_complex(z)
-    return State({"Q": Q, "P": P}, a + a.mH)
+    return State({"X": X, "V": V}, a + a.mH)
 
 
 def _litter(directory: Path) -> list[str]:
@@ -123,7 +55,7 @@ def _litter(directory: Path) -> list[str]:
     chunking=st.integers(1, 4),
 )
 def test_round_trip(tmp_path_factory, L, batch, n_time, precision, chunking):
-    system = IoChain(L=L)
+    system = ToySystem(L=L)
     traj = State.stack([_random_state(L, batch, seed=i) for i in range(n_time)])  # (n_time, *batch, L)
     path = tmp_path_factory.mktemp("rt") / "t.h5"
     with TrajectoryWriter(path, system, dt=0.05, save_every=2, precision=precision, time_chunk=3) as w:
@@ -133,10 +65,10 @@ def test_round_trip(tmp_path_factory, L, batch, n_time, precision, chunking):
         n_traj = int(np.prod(batch)) if batch else 1
         assert (f.n_traj, f.n_time, f.L) == (n_traj, n_time, L)
         assert f.batch_shape == batch
-        assert f.variables == ("Q", "P", "rho")
+        assert f.variables == ("X", "V", "rho")
         np.testing.assert_array_equal(f.times, np.arange(n_time) * 2 * 0.05)
         loaded = f.load()
-        assert loaded.rho.dtype == torch.complex128 and loaded["Q"].dtype == torch.float64
+        assert loaded.rho.dtype == torch.complex128 and loaded["X"].dtype == torch.float64
         # expected layout: trajectories first, then time
         expected = traj.map(lambda t: t.reshape(n_time, n_traj, *t.shape[1 + len(batch):]).transpose(0, 1))
         if precision == "float64":
@@ -150,9 +82,9 @@ def test_round_trip(tmp_path_factory, L, batch, n_time, precision, chunking):
 
 
 def test_scalar_batch_is_one_trajectory(tmp_path, chain):
-    s0 = chain.initial_state("kick")
+    s0 = chain.initial_state("at_rest")
     assert s0.batch_shape == ()
-    path = simulate_to_file(chain, s0, tmp_path / "one.h5", 0.1, 10, scenario="kick")
+    path = simulate_to_file(chain, s0, tmp_path / "one.h5", 0.1, 10, scenario="at_rest")
     with open_trajectory(path) as f:
         assert f.n_traj == 1 and f.batch_shape == ()
         st0 = f.state(0, 0)
@@ -160,7 +92,7 @@ def test_scalar_batch_is_one_trajectory(tmp_path, chain):
 
 
 def test_lazy_slicing(tmp_path, chain):
-    s0 = chain.initial_state("kick", n_traj=3)
+    s0 = chain.initial_state("random_start", n_traj=3)
     ref = qcsurrogate.simulate(chain, s0, 0.1, 20)  # (21, 3, L)
     path = simulate_to_file(chain, s0, tmp_path / "s.h5", 0.1, 20)
     with open_trajectory(path) as f:
@@ -179,37 +111,37 @@ def test_lazy_slicing(tmp_path, chain):
             f.state(3)
 
 
-def test_metadata_and_system_rebuild(tmp_path, registered):
-    system = qcsurrogate.load_system("io_toy_chain", L=5, g=0.9)
-    s0 = system.initial_state("kick", n_traj=2, seed=7)
-    path = simulate_to_file(system, s0, tmp_path / "m.h5", 0.05, 12, save_every=3,
-                            scenario="kick", scenario_kwargs={"n_traj": 2, "seed": 7}, extra_attrs={"note": "hi"})
+def test_metadata_and_system_rebuild(tmp_path, toy_registered):
+    system = qcsurrogate.load_system("toy", L=5, c=0.9)
+    s0 = system.initial_state("random_start", n_traj=2, seed=7)
+    path = simulate_to_file(system, s0, tmp_path / "m.h5", 0.05, 12, save_every=3, scenario="random_start",
+                            scenario_kwargs={"n_traj": 2, "seed": 7}, extra_attrs={"note": "hi"})
     with open_trajectory(path) as f:
         assert f.schema == SCHEMA
-        assert f.system_name == "io_toy_chain"
+        assert f.system_name == "toy"
         assert f.params == system.params.model_dump(mode="json")
         assert f.graph == system.graph
         assert (f.dt, f.save_every, f.n_steps, f.n_time) == (0.05, 3, 12, 5)
-        assert f.scenario == "kick"
-        assert f.scenario_kwargs == {"n_traj": 2, "sigma": 0.3, "seed": 7}  # defaults filled in
+        assert f.scenario == "random_start"
+        assert f.scenario_kwargs == {"n_traj": 2, "sigma": 0.5, "seed": 7}  # defaults filled in
         a = f.attrs
-        assert a["plugin"] == "io-test-plugin"
+        assert a["plugin"] == toy_registered == "toy-plugin"
         assert a["versions"]["qcsurrogate"] == qcsurrogate.__version__
         assert a["solver"] == "rk4" and a["compute_precision"] == "float64"
         assert f.extra == {"note": "hi"}
         rebuilt = f.system()
-        assert type(rebuilt) is IoChain and rebuilt.params == system.params
+        assert type(rebuilt) is ToySystem and rebuilt.params == system.params
         assert json.dumps(f.summary())  # serialisable
 
 
 def test_per_dataset_layout(tmp_path, chain):
-    path = simulate_to_file(chain, chain.initial_state("kick", n_traj=2), tmp_path / "c.h5", 0.1, 100,
+    path = simulate_to_file(chain, chain.initial_state("random_start", n_traj=2), tmp_path / "c.h5", 0.1, 100,
                             compression="gzip")
     with h5py.File(path, "r") as h:
         assert h.attrs["qcsurrogate_schema"] == SCHEMA
-        assert h["fields/Q"].shape == (2, 101, 4) and h["rho"].shape == (2, 101, 4, 4)
-        assert h["rho"].dtype == np.complex128 and h["fields/P"].dtype == np.float64
-        assert h["rho"].chunks == (1, 64, 4, 4) and h["fields/Q"].chunks == (1, 64, 4)
+        assert h["fields/X"].shape == (2, 101, 4) and h["rho"].shape == (2, 101, 4, 4)
+        assert h["rho"].dtype == np.complex128 and h["fields/V"].dtype == np.float64
+        assert h["rho"].chunks == (1, 64, 4, 4) and h["fields/X"].chunks == (1, 64, 4)
         assert h["rho"].maxshape == (2, None, 4, 4)
         assert h["rho"].compression == "gzip"
         assert h["time"].shape == (101,)
@@ -220,8 +152,8 @@ def test_per_dataset_layout(tmp_path, chain):
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(save_every=st.sampled_from([1, 2, 5]), chunk_size=st.sampled_from([1, 3, 256]))
 def test_streaming_equals_in_memory(tmp_path_factory, save_every, chunk_size):
-    chain = IoChain(L=4)
-    s0 = chain.initial_state("kick", n_traj=2, seed=3)
+    chain = ToySystem(L=4)
+    s0 = chain.initial_state("random_start", n_traj=2, seed=3)
     n_steps = 30
     ref = qcsurrogate.simulate(chain, s0, 0.1, n_steps, save_every)
     path = simulate_to_file(chain, s0, tmp_path_factory.mktemp("st") / "s.h5", 0.1, n_steps, save_every,
@@ -232,7 +164,7 @@ def test_streaming_equals_in_memory(tmp_path_factory, save_every, chunk_size):
 
 
 def test_save_every_is_subsampling(tmp_path, chain):
-    s0 = chain.initial_state("kick", n_traj=2)
+    s0 = chain.initial_state("random_start", n_traj=2)
     every1 = simulate_to_file(chain, s0, tmp_path / "a.h5", 0.1, 24, 1)
     every4 = simulate_to_file(chain, s0, tmp_path / "b.h5", 0.1, 24, 4)
     with open_trajectory(every1) as a, open_trajectory(every4) as b:
@@ -248,7 +180,7 @@ def test_sink_memory_does_not_hold_trajectory(tmp_path, chain):
             Spy.biggest = max(Spy.biggest, chunk.rho.shape[0])
             super().append(chunk)
 
-    s0 = chain.initial_state("kick")
+    s0 = chain.initial_state("at_rest")
     with Spy(tmp_path / "x.h5", chain, dt=0.1) as w:
         final = qcsurrogate.simulate(chain, s0, 0.1, 300, sink=w, chunk_size=32)
     assert Spy.biggest <= 32 and final.batch_shape == ()
@@ -265,11 +197,11 @@ def test_exception_mid_write_leaves_nothing(tmp_path, chain):
         _n[0] += 1
         if _n[0] > 40:
             raise Boom("solver blew up")
-        return IoChain.rhs(chain, state)
+        return ToySystem.rhs(chain, state)
 
     chain.rhs = exploding_rhs  # type: ignore[method-assign]
     with pytest.raises(Boom):
-        simulate_to_file(chain, chain.initial_state("kick"), path, 0.1, 100, chunk_size=4)
+        simulate_to_file(chain, chain.initial_state("at_rest"), path, 0.1, 100, chunk_size=4)
     assert not path.exists()
     assert _litter(tmp_path) == []
     assert list(tmp_path.iterdir()) == []
@@ -279,7 +211,7 @@ def test_writer_context_exception_and_empty(tmp_path, chain):
     path = tmp_path / "w.h5"
     with pytest.raises(KeyError):
         with TrajectoryWriter(path, chain, dt=0.1) as w:
-            w.append(State.stack([chain.initial_state("kick")]))
+            w.append(State.stack([chain.initial_state("at_rest")]))
             assert w.tmp_path is not None and w.tmp_path.exists() and not path.exists()
             raise KeyError("user code failed")
     assert not path.exists() and list(tmp_path.iterdir()) == []
@@ -294,31 +226,32 @@ def test_existing_file_kept_on_failure_and_overwrite_flag(tmp_path, chain):
     path.write_bytes(b"old content")
     with pytest.raises(RuntimeError):
         with TrajectoryWriter(path, chain, dt=0.1) as w:
-            w.append(State.stack([chain.initial_state("kick")]))
+            w.append(State.stack([chain.initial_state("at_rest")]))
             raise RuntimeError
     assert path.read_bytes() == b"old content"
     with pytest.raises(FileExistsError):
         TrajectoryWriter(path, chain, dt=0.1, overwrite=False).open()
     assert path.read_bytes() == b"old content" and _litter(tmp_path) == []
-    simulate_to_file(chain, chain.initial_state("kick"), path, 0.1, 3)
+    simulate_to_file(chain, chain.initial_state("at_rest"), path, 0.1, 3)
     assert open_trajectory(path).n_time == 4
 
 
 def test_writer_rejects_mismatched_chunks(tmp_path, chain):
     with pytest.raises(ValueError, match="batch shape"):
         with TrajectoryWriter(tmp_path / "m.h5", chain, dt=0.1) as w:
-            w.append(State.stack([chain.initial_state("kick", n_traj=2)]))
-            w.append(State.stack([chain.initial_state("kick", n_traj=3)]))
+            w.append(State.stack([chain.initial_state("random_start", n_traj=2)]))
+            w.append(State.stack([chain.initial_state("random_start", n_traj=3)]))
     with pytest.raises(ValueError, match="L=5"):
         with TrajectoryWriter(tmp_path / "m.h5", chain, dt=0.1) as w:
             w.append(State.stack([_random_state(5, ())]))
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(TypeError, match="scenario_kwargs.gen"):
-        TrajectoryWriter(tmp_path / "m.h5", chain, dt=0.1, scenario="kick", scenario_kwargs={"gen": object()})
+        TrajectoryWriter(tmp_path / "m.h5", chain, dt=0.1, scenario="random_start",
+                           scenario_kwargs={"gen": object()})
     with pytest.raises(ValueError, match="precision"):
         TrajectoryWriter(tmp_path / "m.h5", chain, dt=0.1, precision="float16")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="float64"):
-        simulate_to_file(chain, chain.initial_state("kick"), tmp_path / "m.h5", 0.1, 2, dtype=torch.float32)
+        simulate_to_file(chain, chain.initial_state("at_rest"), tmp_path / "m.h5", 0.1, 2, dtype=torch.float32)
 
 
 def test_atomic_helpers(tmp_path):
@@ -355,7 +288,7 @@ def test_atomic_helpers(tmp_path):
 # -- reader errors ----------------------------------------------------------------------------------
 @pytest.fixture
 def good_file(tmp_path, chain):
-    return simulate_to_file(chain, chain.initial_state("kick", n_traj=2), tmp_path / "good.h5", 0.1, 8)
+    return simulate_to_file(chain, chain.initial_state("random_start", n_traj=2), tmp_path / "good.h5", 0.1, 8)
 
 
 def _copy_and(good: Path, tmp_path: Path, fn) -> Path:
@@ -397,7 +330,7 @@ def test_reader_foreign_hdf5(tmp_path):
     [
         (lambda h: h.attrs.__setitem__("qcsurrogate_schema", "qcsurrogate.trajectory/2"), "version 2.*upgrade"),
         (lambda h: h.attrs.__setitem__("qcsurrogate_schema", "other.format/1"), "not a 'qcsurrogate.trajectory"),
-        (lambda h: h.__delitem__("fields/P"), "lacks the required dataset '/fields/P'"),
+        (lambda h: h.__delitem__("fields/V"), "lacks the required dataset '/fields/V'"),
         (lambda h: h.__delitem__("rho"), "lacks the required dataset '/rho'"),
         (lambda h: h.attrs.__delitem__("dt"), r"lacks required root attribute\(s\) \['dt'\]"),
         (lambda h: h.attrs.__setitem__("n_time", 5), "has shape"),

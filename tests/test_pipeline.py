@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 import yaml
 
-from qcsurrogate import hookimpl, register_plugin
 from qcsurrogate.cli import main
 
 TINY = {
@@ -27,13 +25,7 @@ TINY = {
 }
 
 
-@pytest.fixture
-def toy_plugin(clean_registry):
-    from toy_system import ToySystem
-
-    plugin = types.SimpleNamespace(register_systems=hookimpl(lambda register: register(ToySystem)))
-    register_plugin(plugin, name="toy-plugin")
-    return plugin
+pytestmark = pytest.mark.usefixtures("toy_registered")  # the toy System (tests/toy_system.py) as "toy"
 
 
 def write_config(tmp_path, **overrides):
@@ -46,7 +38,7 @@ def write_config(tmp_path, **overrides):
     return path
 
 
-def test_run_end_to_end_writes_everything(tmp_path, toy_plugin, capsys):
+def test_run_end_to_end_writes_everything(tmp_path, capsys):
     cfg = write_config(tmp_path)
     assert main(["run", str(cfg)]) == 0
     run = tmp_path / "run"
@@ -73,7 +65,7 @@ def test_run_end_to_end_writes_everything(tmp_path, toy_plugin, capsys):
     assert json.loads((run / "metrics.json").read_text())["next_step"] == metrics["next_step"]
 
 
-def test_stages_on_their_own_and_output_override(tmp_path, toy_plugin):
+def test_stages_on_their_own_and_output_override(tmp_path):
     cfg = write_config(tmp_path, evaluation={"horizon": 5, "starts": [0], "baselines": ["persistence"]})
     out = tmp_path / "elsewhere"
     assert main(["evaluate", str(cfg), "--output", str(out)]) == 2  # nothing trained yet: clean error
@@ -85,7 +77,7 @@ def test_stages_on_their_own_and_output_override(tmp_path, toy_plugin):
     assert not (tmp_path / "run").exists()
 
 
-def test_config_typo_is_a_clear_error(tmp_path, toy_plugin, capsys):
+def test_config_typo_is_a_clear_error(tmp_path, capsys):
     cfg = write_config(tmp_path, training={"stepz": 3})
     assert main(["run", str(cfg)]) == 2
     err = capsys.readouterr().err

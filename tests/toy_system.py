@@ -95,12 +95,16 @@ class ToySystem(System):
 
     # -- scenarios ------------------------------------------------------------------------------
     @scenario
-    def random_start(self, seed: int = 0, n_traj: int = 2) -> State:
-        """Random oscillator displacements and velocities, a random half-filled Slater determinant."""
+    def random_start(self, seed: int = 0, n_traj: int = 2, sigma: float = 0.5) -> State:
+        """Random oscillator displacements and velocities, a random half-filled Slater determinant.
+
+        `sigma` is the spread of the displacements and velocities (a float keyword, so config tests can
+        check that scenario kwargs are typed by the signature).
+        """
         gen = torch.Generator().manual_seed(seed)
         L = self.params.L
-        X = 0.5 * torch.randn(n_traj, L, dtype=torch.float64, generator=gen)
-        V = 0.5 * torch.randn(n_traj, L, dtype=torch.float64, generator=gen)
+        X = sigma * torch.randn(n_traj, L, dtype=torch.float64, generator=gen)
+        V = sigma * torch.randn(n_traj, L, dtype=torch.float64, generator=gen)
         rho = random_density_matrix(L, L // 2, (n_traj,), gen)
         return State({"X": X, "V": V}, rho)
 
