@@ -89,7 +89,9 @@ class Surrogate(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        for t in (*self.parameters(), *self.buffers()):
+            return t.device
+        return torch.device("cpu")
 
     # -- what every surrogate implements ---------------------------------------------------------
     @abstractmethod
