@@ -59,19 +59,28 @@ def snapshot_figure(true: State, pred: State, times: Sequence[float], indices: S
     return _save(fig, path)
 
 
+def _floats(values) -> np.ndarray:
+    """metrics.json stores diverged values as null."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
 def rmse_window_figure(curves: dict[str, dict[str, Any]], dt: float, path: Path, title: str = "") -> Path:
     """RMSE against the number of recurrent steps for each predictor (solid: total; thin: per variable)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     styles = ["-", "--", ":", "-."]
     for s, (label, curve) in enumerate(curves.items()):
         steps = np.asarray(curve["steps"])
-        ax.plot(steps, curve["rmse_total"], styles[s % 4], lw=2, label=f"{label}: total")
+        ax.plot(steps, _floats(curve["rmse_total"]), styles[s % 4], lw=2, label=f"{label}: total")
         if s == 0:
             for key in curve:
                 if key.startswith("rmse_") and key != "rmse_total":  # (diverged_fraction is not an RMSE)
-                    ax.plot(steps, curve[key], styles[s % 4], lw=0.8, label=f"{label}: {key[5:]}")
+                    ax.plot(steps, _floats(curve[key]), styles[s % 4], lw=0.8, label=f"{label}: {key[5:]}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    finite = [v for c in curves.values() for v in c["rmse_total"] if v is not None and np.isfinite(v)]
+    if finite and max(finite) > 1e2:  # a diverging predictor would squash every other curve
+        ax.set_ylim(top=1e2)
+        ax.text(0.02, 0.02, "curves above 1e2 (diverging) are cut", transform=ax.transAxes, fontsize=7)
     ax.set_xlabel(f"recurrent steps (dt = {dt:g})")
     ax.set_ylabel("RMSE")
     ax.grid(True, which="both", alpha=0.3)
