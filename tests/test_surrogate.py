@@ -212,7 +212,7 @@ def test_least_squares_init_makes_the_differentiator_exact_for_bilinear_dynamics
     assert all(resid[f"F:{v}"] < 1e-12 for v in ("X", "V", "rho")), resid
     _, parts = model.loss(cur, deriv, nxt)
     assert all(parts[f"deriv:{v}"] < 1e-10 for v in ("X", "V", "rho")), parts
-    assert sum(parts.values()) < float(before) / 100
+    assert sum(parts.values()) < float(before.detach()) / 100
 
 
 def test_lstsq_init_requires_the_linear_skip():
