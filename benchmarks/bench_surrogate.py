@@ -1,6 +1,6 @@
 """Surrogate benchmarks: training throughput, rollout cost versus RK4, and architecture ablations.
 
-    .venv/bin/python benchmarks/bench_surrogate.py            # full (about 15-20 minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_surrogate.py            # full (about 15 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_surrogate.py --quick    # smoke run (about a minute)
 
 Everything is measured side by side in one process and reported with ratios, because the machine
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     system, deep = deep_data(4, 100 if q else 400)
     train_rows = bench_training(system, deep, widths, steps=4 if q else 30, batch=64)
     print("rollout cost per step against RK4 (same dt):", flush=True)
-    roll_rows = bench_rollout(system, deep, widths[:2] if q else [16, 32, 128], n_steps=5 if q else 40,
+    roll_rows = bench_rollout(system, deep, widths[:2] if q else [16, 32, 128], n_steps=5 if q else 10,
                               batches=[1, 256] if not q else [1])
     abl_rows = []
     if not args.skip_ablation:
