@@ -84,8 +84,27 @@ def test_resume_equals_uninterrupted_training(tiny_data, tmp_path):
 def test_resume_refuses_a_different_training_config(tiny_data, tmp_path):
     make_trainer(tiny_data, tmp_path).fit(stop_after=3)
     other = make_trainer(tiny_data, tmp_path, lr=5e-4)
-    with pytest.raises(ValueError, match="different training config"):
+    with pytest.raises(ValueError, match="different training config"):  # a ConfigError, a clean CLI error
         other.fit(resume=True)
+
+
+def test_resume_refuses_a_different_model(tiny_data, tmp_path):
+    make_trainer(tiny_data, tmp_path).fit(stop_after=3)
+    other = make_trainer(tiny_data, tmp_path, model_cfg=SurrogateConfig(width=12))
+    with pytest.raises(ValueError, match="different model"):
+        other.fit(resume=True)
+
+
+def test_fresh_start_clears_stale_checkpoints_and_log(tiny_data, tmp_path):
+    long = make_trainer(tiny_data, tmp_path, steps=12)
+    long.fit()
+    fresh = make_trainer(tiny_data, tmp_path, steps=6)
+    fresh.fit(resume=False)
+    steps = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert steps and all(int(n.split("-")[1]) <= 6 for n in steps)
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-00000006"
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in log) == 6
 
 
 def test_checkpoint_files_are_safetensors_and_json(tiny_data, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..atomic import atomic_write_json
 from ..state import RHO, State
 from ..surrogate.base import Surrogate
-from ..system import System
+from ..system import ConfigError, System
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from .data import WindowSampler
 
@@ -217,9 +218,20 @@ class Trainer:
         path = latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
+        saved_model = json.loads((path / "model.json").read_text())
+        if saved_model.get("config") != self.model.config.model_dump(mode="json") or saved_model.get(
+            "surrogate"
+        ) != self.model.name:
+            raise ConfigError(
+                f"checkpoint {path} holds a different model ({saved_model.get('surrogate')}, "
+                f"{saved_model.get('config')}); refusing to resume. Use `--no-resume` or another --output"
+            )
         meta = load_checkpoint(path, self.model, self.opt, None)
         if meta.get("train_config") != self.cfg.model_dump(mode="json"):
-            raise ValueError(f"checkpoint {path} was written with a different training config; refusing to resume")
+            raise ConfigError(
+                f"checkpoint {path} was written with a different training config; refusing to resume. "
+                "Train from scratch with `--no-resume` (run) / without `--resume` (train), or use another --output"
+            )
         self.step = int(meta["step"])
         self.history = meta.get("history", [])
         self.log(f"resumed from {path} at step {self.step}")
@@ -239,9 +251,11 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if resume:
-            self.resume()
         metrics_path = self.run_dir / "train_log.jsonl"
+        if not (resume and self.resume()) and self.rank == 0:
+            # a fresh start: stale checkpoints or logs of an earlier run must not mix with this one
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+            metrics_path.unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         bar = None
         main = self.rank == 0
