@@ -25,8 +25,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run directory")
 
 
-def _setup(args: argparse.Namespace):
-    from .pipeline import RunDir, load_run_config, write_resolved_config
+def _config(args: argparse.Namespace):
+    """The run config with the command line's overrides applied."""
+    from .pipeline import load_run_config
 
     cfg = load_run_config(args.config)
     update = {}
@@ -34,7 +35,14 @@ def _setup(args: argparse.Namespace):
         update["output_dir"] = args.output
     if args.device is not None:
         update["device"] = args.device
-    cfg = cfg.model_copy(update=update)
+    return cfg.model_copy(update=update)
+
+
+def _setup(args: argparse.Namespace):
+    """Config plus its run directory, with the resolved config written there (single stages)."""
+    from .pipeline import RunDir, write_resolved_config
+
+    cfg = _config(args)
     run = RunDir(cfg.output_dir)
     write_resolved_config(cfg, run)
     return cfg, run
@@ -43,8 +51,7 @@ def _setup(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
-    cfg, _ = _setup(args)
-    run_pipeline(cfg, resume=args.resume)
+    run_pipeline(_config(args), resume=args.resume)  # writes the resolved config itself
     return 0
 
 

@@ -222,9 +222,8 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data_path: Path) -> dict[str, An
     sampler = WindowSampler(test, range(test.rho.shape[0]), 1, 0)
     cur, nxt = sampler.all_pairs(stride=max(1, sampler.size // ev.next_step_max_pairs))
 
-    predictors: dict[str, Any] = {}
     model = load_model(run.root / "model", device=device)
-    predictors["surrogate"] = model
+    predictors = {"surrogate": model}
     if "cnn" in ev.baselines:
         predictors["cnn"] = load_model(run.root / "baseline_cnn" / "model", device=device)
     results: dict[str, Any] = {
@@ -238,8 +237,7 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data_path: Path) -> dict[str, An
         "n_parameters": model.n_parameters(),
     }
     rollouts: dict[str, State] = {}
-    for label, m in [("surrogate", model)] + [(k, v) for k, v in predictors.items() if k != "surrogate"]:
-        m.eval()
+    for label, m in predictors.items():
         ns = next_step_rmse(lambda s, m=m: m(m.prepare(s)), cur, nxt)
         curve, pred = rollout_rmse(_surrogate_predictor(m), test, ev.starts, horizon, record)
         entry = {"next_step": ns, "rollout": curve, "n_parameters": m.n_parameters()}

@@ -147,7 +147,7 @@ class Trainer:
         self.time_data = 0.0  # batch assembly and exact-derivative targets, inside train_step
 
     # -- one optimisation step ---------------------------------------------------------------------
-    def _loss(self, window: list[State], k: int, gen_seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, window: list[State], k: int) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.model
         cur = m.prepare(window[0])
         if self.cfg.noise_std > 0:
@@ -182,7 +182,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.model.train()
-        loss, parts = self._loss(window, k, self.step)
+        loss, parts = self._loss(window, k)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.world > 1:
