@@ -123,6 +123,17 @@ def _caller_stacklevel() -> int:
     return level
 
 
+MIN_MIXING = 1e-3
+MIXING_GROWTH = 1.5
+"""After a step without oscillation the mixing grows by this factor, up to the requested mixing."""
+
+
+def peierls_pattern(L: int, n_electrons: int) -> np.ndarray:
+    """cos(2 k_F i) with 2 k_F = 2 pi N / L, from integer phases so half filling gives exactly +-1."""
+    phase = (n_electrons * np.arange(L)) % L
+    return np.cos(2.0 * np.pi * phase / L)
+
+
 @dataclass(frozen=True)
 class CDWSolution:
     Q: np.ndarray
@@ -147,29 +158,38 @@ def self_consistent_cdw(
 ) -> CDWSolution:
     """Iterate Q -> g (n[rho(H(Q))] - n0) / K to a fixed point (the adiabatic, P = 0 ground state).
 
-    The seed is the fully staggered pattern (even sites high), which selects one of the two
-    symmetry-broken CDW states deterministically. Plain iteration converges fast at weak coupling; if
-    the residual ever grows the mixing is halved, which tames the oscillating mode at strong coupling.
+    The seed is a density wave at the Peierls wave vector 2 k_F = 2 pi N / L, (Q_i ~ cos(2 k_F i),
+    site 0 high), which selects one of the symmetry-broken CDW states deterministically; at half
+    filling it is the fully staggered pattern. A seed of the wrong period (a staggered one at quarter
+    filling) is an unstable fixed point that the iteration leaves only through round-off.
+
+    Plain iteration (mixing 1) converges fast; the mixing is halved only when the update reverses
+    direction (successive increments with a negative overlap: the iteration oscillates) and is grown
+    back towards `mixing` after every step that does not, so a residual that rises while the iterate
+    leaves an unstable pattern is not mistaken for an oscillation, and one early oscillation cannot
+    leave the mixing tiny for good.
     The returned Q is recomputed from the returned rho, so `Q = g (n - n0) / K` holds to rounding and
     rho is the ground state of H(Q') with |Q' - Q| <= tol.
     """
     filling = n_electrons / L
     delta = min(filling, 1.0 - filling)
-    stagger = np.where(np.arange(L) % 2 == 0, 1.0, -1.0)
-    Q = (g / K) * (filling - n0 + delta * stagger)
+    Q = (g / K) * (filling - n0 + delta * peierls_pattern(L, n_electrons))
     alpha = float(mixing)
-    prev = np.inf
+    previous_step: np.ndarray | None = None
     residual = np.inf
     for it in range(1, max_iter + 1):
         rho, shell = ground_state_density(hamiltonian(Q), n_electrons, degeneracy_tol)
         Q_new = (g / K) * (np.diag(rho) - n0)
-        residual = float(np.abs(Q_new - Q).max())
+        step = Q_new - Q
+        residual = float(np.abs(step).max())
         if residual <= tol:
             return CDWSolution(Q_new, rho, shell, it, residual)
-        if residual > prev:
-            alpha = max(alpha * 0.5, 1e-3)
-        prev = residual
-        Q = Q + alpha * (Q_new - Q)
+        if previous_step is not None and float(step @ previous_step) < 0:
+            alpha = max(alpha * 0.5, MIN_MIXING)
+        else:
+            alpha = min(alpha * MIXING_GROWTH, float(mixing))
+        previous_step = step
+        Q = Q + alpha * step
     raise SelfConsistencyError(
         f"CDW self-consistency did not converge in {max_iter} iterations: max |g(n - n0)/K - Q| = "
         f"{residual:.3e} > tol = {tol:.1e} (L={L}, g={g}, K={K}, n0={n0}, n_electrons={n_electrons}, "

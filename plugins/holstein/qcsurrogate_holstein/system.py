@@ -125,7 +125,7 @@ class HolsteinChain(System):
         """Self-consistent CDW ground state at g_initial (P = 0), then evolved with the system's g.
 
         Adiabatic: Q_i = g_initial (n_i - n0) / K with rho the ground state of H(Q) at g_initial,
-        iterated from a staggered seed (even sites high). One deterministic, unbatched trajectory.
+        iterated from a 2 k_F density wave (staggered at half filling). One deterministic, unbatched trajectory.
         Raises SelfConsistencyError if the iteration does not converge to `tol`.
         """
         p = self.params
