@@ -25,6 +25,7 @@ def _dynamo_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+@pytest.mark.dynamo
 def test_cache_key_distinguishes_what_was_compiled():
     """Building a stepper does not compile (torch.compile is lazy), so the key logic is cheap to test."""
     toy = ToySystemReal(L=4)
@@ -78,6 +79,7 @@ def test_steps_per_call_validation():
 
 
 @pytest.mark.slow
+@pytest.mark.dynamo
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch inductor internals
 def test_second_simulate_does_not_recompile():
     """One compile (~10-20 s): the second call reuses the stepper and dynamo traces no new graph."""
