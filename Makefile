@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: venv test demo shallow wheels wheel-check bench clean
+.PHONY: venv test demo shallow wheels wheel-check bench mutation mutation-holstein mutation-report clean
 
 $(BIN)/qcsurrogate: pyproject.toml plugins/holstein/pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -40,5 +40,26 @@ bench: venv
 	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_surrogate.py
 
+# Mutation testing (docs/testing.md): too slow for every CI run. mutmut resumes where it stopped;
+# `rm -rf mutants` starts afresh. Dynamo cannot trace mutmut's trampolines, so compile=True runs eagerly.
+MUTMUT := $(BIN)/mutmut
+MUTANTS ?= "qcsurrogate.solvers*" "qcsurrogate.state*" "qcsurrogate.io.*" "qcsurrogate.evaluation.*" \
+           "qcsurrogate.surrogate.*" "qcsurrogate.training.*" "qcsurrogate.testing*"
+JOBS ?= 2
+
+$(MUTMUT): $(BIN)/qcsurrogate
+	$(PIP) install --quiet -c constraints.txt "mutmut==3.8.1"
+
+mutation: $(MUTMUT)
+	TORCHDYNAMO_DISABLE=1 OMP_NUM_THREADS=1 $(MUTMUT) run --max-children $(JOBS) $(MUTANTS)
+	$(BIN)/python benchmarks/mutation_report.py
+
+mutation-holstein: $(MUTMUT)
+	cd plugins/holstein && TORCHDYNAMO_DISABLE=1 OMP_NUM_THREADS=1 ../../$(MUTMUT) run --max-children $(JOBS)
+	$(BIN)/python benchmarks/mutation_report.py --root plugins/holstein --targets qcsurrogate_holstein/
+
+mutation-report: $(MUTMUT)
+	$(BIN)/python benchmarks/mutation_report.py --check 0.9
+
 clean:
-	rm -rf $(VENV) dist build
+	rm -rf $(VENV) dist build mutants plugins/holstein/mutants

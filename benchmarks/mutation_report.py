@@ -65,17 +65,19 @@ def equivalents(path: Path) -> dict[str, str]:
     return {name: entry["reason"] for name, entry in tomllib.loads(path.read_text()).get("mutant", {}).items()}
 
 
-def is_target(src: str) -> bool:
-    return any(src == t or (t.endswith("/") and src.startswith(t)) for t in TARGETS)
+def is_target(src: str, targets: tuple[str, ...] = TARGETS) -> bool:
+    return any(src == t or (t.endswith("/") and src.startswith(t)) for t in targets)
 
 
-def table(results: dict[str, dict[str, str]], equiv: dict[str, str]) -> tuple[str, list[tuple[str, float]]]:
+def table(
+    results: dict[str, dict[str, str]], equiv: dict[str, str], targets: tuple[str, ...] = TARGETS
+) -> tuple[str, list[tuple[str, float]]]:
     rows = ["| module | mutants | killed | timeout | survived | of which equivalent | no tests | not checked | score |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     scores = []
     totals: Counter[str] = Counter()
     for src, muts in results.items():
-        if not muts or not is_target(src):
+        if not muts or not is_target(src, targets):
             continue
         c = Counter(muts.values())
         eq = sum(1 for name, s in muts.items() if s == "survived" and name in equiv)
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=Path("."))
     ap.add_argument("--equivalents", type=Path, default=Path("tests/mutation_equivalent.toml"))
     ap.add_argument("--output", type=Path)
+    ap.add_argument("--targets", nargs="+", default=list(TARGETS), help="files or folders/ (relative to the package root)")
     ap.add_argument("--survivors", action="store_true", help="list surviving mutants not judged equivalent")
     ap.add_argument("--check", type=float, help="exit 1 if any target module scores below this fraction")
     args = ap.parse_args(argv)
@@ -113,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no mutmut results under {args.root / 'mutants'}: run `make mutation` first", file=sys.stderr)
         return 2
     equiv = equivalents(args.equivalents)
-    text, scores = table(results, equiv)
+    targets = tuple(args.targets)
+    text, scores = table(results, equiv, targets)
     if args.survivors:
         for src, muts in results.items():
             for name, s in sorted(muts.items()):
-                if s in ("survived", "no tests") and name not in equiv and is_target(src):
+                if s in ("survived", "no tests") and name not in equiv and is_target(src, targets):
                     print(f"{s}\t{name}")
     elif args.output:
         args.output.write_text(text + "\n")

@@ -4,12 +4,25 @@ Call `check_system(system, ...)` from a plugin's own tests to run every check, o
 test over `iter_checks(system, ...)` to see each check pass or fail on its own. The checks hold
 for any hybrid system whose rho obeys a von Neumann equation with a Hermitian Hamiltonian and
 whose classical fields follow Hamiltonian dynamics; each raises `AssertionError` with the numbers.
+
+The `von_neumann_generator` check compares `rhs(state).rho` with `-i [H, rho]` for the one-body
+(mean-field) Hamiltonian `H`. By default `H` is the Hermitian gradient of `energy(state)` with
+respect to rho, taken by torch autograd, so `energy` must be differentiable in rho. A system whose
+energy is not (e.g. computed in numpy) can expose `H` itself through an optional hook,
+
+    def one_body_hamiltonian(self, state: State) -> torch.Tensor:  # Hermitian, (*batch, L, L)
+
+which the kit then uses instead of autograd. With neither, the check is skipped, not failed: it
+raises `CheckSkipped` (a `unittest.SkipTest`, so pytest reports the case as skipped with the
+reason) and `check_system` warns with a `ConformanceSkipWarning`.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import unittest
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +94,20 @@ class Tolerances:
 
     hermiticity: float = 1e-12
     trace: float = 1e-12
+    generator: float = 1e-10
     order_window: tuple[float, float] = (3.5, 4.6)
     energy_order_min: float = 3.3
+
+
+class CheckSkipped(unittest.SkipTest):
+    """Raised by a check that cannot run on this system; the message says why.
+
+    A `unittest.SkipTest`, so a pytest case running the check is reported as skipped with the reason.
+    """
+
+
+class ConformanceSkipWarning(UserWarning):
+    """`check_system` skipped a check (see `CheckSkipped`); the message names the checks and why."""
 
 
 def runnable_scenarios(system: System, scenario_kwargs: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
@@ -143,17 +168,100 @@ def check_batch_equivalence(system: System, state: State, **_: Any) -> None:
 
 
 def check_hermiticity_and_trace(system: System, state: State, dt: float, n_steps: int, tol: Tolerances, **_: Any) -> None:
+    """Over `n_steps` of RK4, rho stays Hermitian and its trace stays constant.
+
+    Both tolerances are relative to scales of order one for a physical state, each floored at 1: the
+    largest `|rho_ij|` (at most 1 when rho's eigenvalues lie in [0, 1]) for Hermiticity, the initial
+    `|Tr rho|` (the electron number) for the trace. The drift `Tr rho(t) - Tr rho(0)` is complex, so
+    it includes any imaginary part (and `|Im Tr rho| <= L/2 * max |rho - rho^H|` anyway).
+    """
     save_every = max(1, n_steps // 10)
     while n_steps % save_every:  # simulate needs a divisor of n_steps
         save_every -= 1
     traj = simulate(system, state, dt, n_steps, save_every=save_every)
     herm = hermiticity_error(traj.rho)
+    herm_scale = max(1.0, float(traj.rho.abs().amax()))
+    assert herm < tol.hermiticity * herm_scale, (
+        f"rho lost Hermiticity: max |rho - rho^H| = {herm:.3e} > {tol.hermiticity:.0e} * {herm_scale:.3g}"
+    )
     tr = trace_of(traj.rho)
-    scale = max(1.0, float(tr.abs().amax()))
-    tr_err = float((tr - tr[0]).abs().amax()) / scale
-    assert herm < tol.hermiticity * scale, f"rho lost Hermiticity: max |rho - rho^H| = {herm:.3e}"
-    assert tr_err < tol.trace, f"trace of rho drifted by {tr_err:.3e} (relative)"
-    assert float(tr.imag.abs().amax()) < tol.trace * scale, "trace of rho acquired an imaginary part"
+    tr_err = float((tr - tr[0]).abs().amax()) / max(1.0, float(tr[0].abs().amax()))
+    assert tr_err < tol.trace, (
+        f"trace of rho drifted by {tr_err:.3e} (relative to the initial trace) > {tol.trace:.0e}"
+    )
+
+
+def effective_hamiltonian(system: System, state: State) -> tuple[torch.Tensor, str]:
+    """The one-body Hamiltonian `H` (`(*batch, L, L)`, rho's dtype) that should generate rho's flow,
+    and a phrase saying where it came from.
+
+    From the system's `one_body_hamiltonian(state)` hook when it has one; otherwise `H = dE/drho`
+    by autograd. For a real `E` and a complex leaf rho, torch returns `G = dE/dRe(rho) + i dE/dIm(rho)`,
+    so that `dE = Re Tr(G^H drho)`; for the Hermitian variations a density matrix can make, that is
+    `Tr(H drho)` with `H = (G + G^H) / 2`. (Only this Hermitian part is defined: an energy written as
+    `Re Tr(H rho)`, `Tr(H Re rho)` or with `Re rho_{i,i+1}` counted once per bond gives different `G`
+    but the same `H`.) Raises `CheckSkipped` when the energy cannot be differentiated in rho.
+    """
+    rho = state.rho
+    hook = getattr(system, "one_body_hamiltonian", None)
+    if callable(hook):
+        H = torch.as_tensor(hook(state)).to(dtype=rho.dtype, device=rho.device)
+        assert H.shape == rho.shape, (
+            f"one_body_hamiltonian(state) has shape {tuple(H.shape)}, rho has {tuple(rho.shape)}"
+        )
+        herm = hermiticity_error(H)
+        assert herm <= 1e-12 * max(1.0, float(H.abs().amax())), (
+            f"one_body_hamiltonian(state) is not Hermitian (max |H - H^H| = {herm:.3e})"
+        )
+        return H, "H from the system's one_body_hamiltonian(state)"
+    leaf = rho.detach().clone().requires_grad_(True)
+    fields = {k: v.detach() for k, v in state.fields.items()}
+    reason = ""
+    try:
+        with torch.enable_grad():
+            e = system.energy(State._raw(fields, leaf))
+            if not (isinstance(e, torch.Tensor) and e.requires_grad):
+                reason = "energy(state) is not connected to rho in torch's autograd graph"
+            else:
+                (g,) = torch.autograd.grad(e.sum(), leaf, allow_unused=True)
+                if g is None:
+                    reason = "autograd gives no gradient of energy(state) with respect to rho"
+    except Exception as err:  # noqa: BLE001 - numpy inside energy, in-place ops on rho, ...: "not differentiable"
+        reason = f"autograd through energy(state) failed ({type(err).__name__}: {err})"
+    if reason:
+        raise CheckSkipped(
+            f"{reason}; cannot build H = dE/drho to compare rhs with -i[H, rho]. Make energy differentiable in "
+            "torch or give the system a one_body_hamiltonian(state) method returning H"
+        )
+    g = g.detach()
+    return 0.5 * (g + g.mH), "H = dE/drho (the Hermitian part of autograd's gradient of energy)"
+
+
+def check_von_neumann_generator(system: System, state: State, tol: Tolerances, **_: Any) -> None:
+    """`rhs(state).rho == -i [H, rho]` with `H` the one-body Hamiltonian (see `effective_hamiltonian`).
+
+    Hermiticity, trace, energy conservation and RK4 order all hold for the mirror dynamics
+    `+i [H, rho]` too; only comparing with the generator itself tells the two apart.
+    """
+    H, source = effective_hamiltonian(system, state)
+    rho = state.rho
+    d = system.rhs(state).rho
+    v = -1j * (H @ rho - rho @ H)
+    err = float((d - v).abs().amax())
+    mirror = float((d + v).abs().amax())
+    scale = max(float(d.abs().amax()), float(v.abs().amax()), float(H.abs().amax()) * float(rho.abs().amax()))
+    bound = tol.generator * scale
+    if err <= bound:
+        return
+    if mirror <= bound:
+        raise AssertionError(
+            f"drho/dt != -i[H, rho] (max difference {err:.3e}) with {source}, but the opposite sign +i[H, rho] "
+            f"matches (to {mirror:.3e}): the sign of the von Neumann equation is flipped"
+        )
+    raise AssertionError(
+        f"drho/dt != -i[H, rho]: max difference {err:.3e} > {tol.generator:.0e} * {scale:.3g}, with {source} "
+        f"(+i[H, rho] is off by {mirror:.3e}): rho's flow is not generated by the energy's one-body Hamiltonian"
+    )
 
 
 def _energy_drift(system: System, state: State, dt: float, T: float) -> float:
@@ -217,13 +325,14 @@ CHECKS: dict[str, Callable[..., None]] = {
     "rhs_real_matches_rhs": check_rhs_real_matches_rhs,
     "batch_equivalence": check_batch_equivalence,
     "hermiticity_and_trace": check_hermiticity_and_trace,
+    "von_neumann_generator": check_von_neumann_generator,
     "energy_drift_order": check_energy_drift_order,
     "rk4_order": check_rk4_order,
     "scenarios_deterministic": check_scenarios_deterministic,
 }
 
 _PER_STATE = {"rhs_shapes_dtypes", "rhs_real_matches_rhs", "batch_equivalence", "hermiticity_and_trace",
-              "energy_drift_order", "rk4_order"}
+              "von_neumann_generator", "energy_drift_order", "rk4_order"}
 
 
 def iter_checks(
@@ -235,7 +344,8 @@ def iter_checks(
     n_steps: int = 100,
     tolerances: Tolerances = Tolerances(),
 ) -> Iterator[tuple[str, Callable[[], None]]]:
-    """Yield `(check_id, run)` pairs; `run()` raises AssertionError on failure."""
+    """Yield `(check_id, run)` pairs; `run()` raises AssertionError on failure and `CheckSkipped` (which
+    pytest reports as a skip) when the check cannot run on this system."""
     states = dict(states) if states is not None else _default_states(system, scenario_kwargs)
     kw = {"dt": dt, "n_steps": n_steps, "tol": tolerances, "scenario_kwargs": scenario_kwargs}
     for cname, fn in CHECKS.items():
@@ -248,14 +358,23 @@ def iter_checks(
 
 
 def check_system(system: System, states: Mapping[str, State] | None = None, **kwargs: Any) -> list[str]:
-    """Run every conformance check; raise AssertionError listing all failures, else return the check ids."""
-    failures, passed = [], []
+    """Run every conformance check; raise AssertionError listing all failures, else return the ids of
+    the checks that passed. Skipped checks are in neither: a `ConformanceSkipWarning` names them and why."""
+    failures, passed, skipped = [], [], []
     for cid, run in iter_checks(system, states, **kwargs):
         try:
             run()
             passed.append(cid)
+        except CheckSkipped as why:
+            skipped.append(f"{cid}: {why}")
         except AssertionError as err:
             failures.append(f"{cid}: {err}")
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} conformance check(s) skipped for {system!r}:\n" + "\n".join(skipped),
+            ConformanceSkipWarning,
+            stacklevel=2,
+        )
     if failures:
         raise AssertionError(f"{len(failures)} conformance check(s) failed for {system!r}:\n" + "\n".join(failures))
     return passed

@@ -353,3 +353,69 @@ def test_reader_invalid(tmp_path, good_file, mutate, match):
 def test_package_exports():
     assert qcsurrogate.open_trajectory is open_trajectory
     assert qcsurrogate.TrajectoryWriter is TrajectoryWriter
+
+
+# -- provenance and time origin -------------------------------------------------------------------------
+@pytest.mark.parametrize("version", ["2.3.1", "0.0.1.dev4+gabc123"])
+def test_plugin_version_is_written_and_read_back(tmp_path, toy_registered, monkeypatch, version):
+    """The version of the plugin that registered the system is recorded, and the reader reports it."""
+    from qcsurrogate import registry
+
+    real = registry._plugin_version
+
+    def versioned(pm, plugin):  # as if the toy plugin were installed from a distribution at `version`
+        return version if pm.get_name(plugin) == toy_registered else real(pm, plugin)
+
+    monkeypatch.setattr(registry, "_plugin_version", versioned)
+    registry.get_registry(reload=True)
+    assert registry.list_plugins()[toy_registered]["version"] == version
+    system = qcsurrogate.load_system("toy", L=4)
+    path = simulate_to_file(system, system.initial_state("at_rest"), tmp_path / "v.h5", 0.1, 4)
+    with h5py.File(path, "r") as h:
+        assert h.attrs["plugin_version"] == version
+    with open_trajectory(path) as f:
+        assert f.attrs["plugin"] == toy_registered and f.attrs["plugin_version"] == version
+        summary = f.summary()
+        assert (summary["plugin"], summary["plugin_version"]) == (toy_registered, version)
+
+
+def test_installed_plugin_version_is_recorded(tmp_path):
+    """End to end with a plugin installed from a distribution (the bundled Holstein plugin)."""
+    from importlib import metadata
+
+    if "holstein" not in qcsurrogate.list_systems():
+        pytest.skip("the Holstein plugin is not installed")
+    from qcsurrogate.testing import random_state
+
+    system = qcsurrogate.load_system("holstein", L=4)
+    path = simulate_to_file(system, random_state(system, (1,)), tmp_path / "h.h5", 0.05, 2)
+    with open_trajectory(path) as f:
+        s = f.summary()
+    assert s["plugin"] == "holstein"
+    assert s["plugin_version"] == metadata.version("qcsurrogate-holstein") != ""
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    t0=st.floats(-1e4, 1e4).filter(lambda t: abs(t) > 1e-3),
+    dt=st.sampled_from([0.01, 0.05, 0.08, 0.3]),
+    save_every=st.integers(1, 5),
+    n_time=st.integers(1, 7),
+    chunking=st.integers(1, 3),
+)
+def test_nonzero_start_time_is_stored_and_read_back(tmp_path_factory, t0, dt, save_every, n_time, chunking):
+    system = ToySystem(L=3)
+    traj = State.stack([_random_state(3, (2,), seed=i) for i in range(n_time)])
+    path = tmp_path_factory.mktemp("t0") / "t.h5"
+    with TrajectoryWriter(path, system, dt=dt, save_every=save_every, t0=t0, time_chunk=2) as w:
+        for start in range(0, n_time, chunking):
+            w.append(traj.index(slice(start, start + chunking)))
+    expected = t0 + np.arange(n_time) * save_every * dt
+    with open_trajectory(path) as f:
+        assert f.attrs["t0"] == t0
+        np.testing.assert_allclose(f.times, expected, rtol=1e-14, atol=1e-12)
+        s = f.summary()
+        assert s["t_start"] == t0
+        assert s["t_end"] == pytest.approx(expected[-1], rel=1e-14, abs=1e-12)
+    with h5py.File(path, "r") as h:
+        np.testing.assert_allclose(h["time"][()], expected, rtol=1e-14, atol=1e-12)

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qcsurrogate import State
 from qcsurrogate.evaluation.metrics import (
@@ -17,6 +19,7 @@ from qcsurrogate.evaluation.metrics import (
     staggered_mean,
     summarize_rmse,
 )
+from qcsurrogate.testing import hermiticity_error
 
 
 def const_state(q, p, r, batch=(), L=2):
@@ -125,3 +128,50 @@ def test_diverged_rollouts_are_counted_and_json_safe():
     assert math.isnan(curve["rmse_total"][1])
     text = json.dumps(json_safe(curve), allow_nan=False)
     assert json.loads(text)["rmse_total"][1] is None
+
+
+# -- Hermiticity diagnostic on complex matrices -----------------------------------------------------
+def _complex_rollout(seed: int, n_time: int, batch: int, L: int, kind: str, dtype: torch.dtype) -> State:
+    """`(n_time, batch)` snapshots whose rho is Hermitian (A + A^H) or complex symmetric (A + A^T)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.complex(torch.randn(n_time, batch, L, L, generator=g, dtype=torch.float64),
+                      torch.randn(n_time, batch, L, L, generator=g, dtype=torch.float64)).to(dtype)
+    rho = a + (a.mH if kind == "hermitian" else a.mT)
+    zeros = torch.zeros(n_time, batch, L, dtype=torch.float64)
+    return State._raw({"Q": zeros, "P": zeros.clone()}, rho)
+
+
+herm_params = {
+    "seed": st.integers(0, 10_000),
+    "n_time": st.integers(1, 3),
+    "batch": st.integers(1, 3),
+    "L": st.integers(2, 6),
+    "dtype": st.sampled_from([torch.complex128, torch.complex64]),
+}
+
+
+@settings(deadline=None, max_examples=15)
+@given(**herm_params)
+def test_hermitian_complex_matrices_have_zero_hermiticity_error(seed, n_time, batch, L, dtype):
+    pred = _complex_rollout(seed, n_time, batch, L, "hermitian", dtype)
+    off_diag = pred.rho.imag * (1 - torch.eye(L))
+    assert float(off_diag.abs().max()) > 0.05  # genuinely complex: imaginary off-diagonals
+    d = physics_diagnostics(_FreeOscillators(), pred, pred.to(dtype=torch.float64))
+    assert d["hermiticity_error_max"] == 0.0
+    assert hermiticity_error(pred.rho) == 0.0
+
+
+@settings(deadline=None, max_examples=15)
+@given(**herm_params)
+def test_complex_symmetric_matrices_are_not_hermitian(seed, n_time, batch, L, dtype):
+    """rho = rho^T with imaginary entries: a transpose instead of a conjugate transpose would see 0."""
+    pred = _complex_rollout(seed, n_time, batch, L, "symmetric", dtype)
+    assert torch.equal(pred.rho, pred.rho.mT)
+    rho64 = pred.rho.to(torch.complex128)
+    # |rho_ij - conj(rho_ji)| = |rho_ij - conj(rho_ij)| = 2 |Im rho_ij| for a symmetric matrix
+    expected = 2 * float(rho64.imag.abs().max())
+    assert expected > 0.1
+    d = physics_diagnostics(_FreeOscillators(), pred, pred.to(dtype=torch.float64))
+    assert d["hermiticity_error_max"] == pytest.approx(expected, rel=1e-15)
+    assert d["hermiticity_error_max"] == pytest.approx(float((rho64 - rho64.conj().transpose(-2, -1)).abs().max()))
+    assert hermiticity_error(rho64) == pytest.approx(expected, rel=1e-15)

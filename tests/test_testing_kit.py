@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import re
+import unittest
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from toy_system import BrokenToyFriction, BrokenToyNonHermitian, BrokenToyRhsReal, ToySystem, ToySystemReal
+from toy_system import (
+    BrokenToyFriction,
+    BrokenToyMirror,
+    BrokenToyNonHermitian,
+    BrokenToyRhsReal,
+    BrokenToySlightlyNonHermitian,
+    BrokenToyTraceLeak,
+    ScalarLinear,
+    ToySystem,
+    ToySystemReal,
+)
 
 from qcsurrogate import testing
+from qcsurrogate.solvers import simulate
 from qcsurrogate.state import State
 from qcsurrogate.system import scenario
 from qcsurrogate.testing import (
     CHECKS,
+    CheckSkipped,
+    ConformanceSkipWarning,
     Tolerances,
     check_energy_drift_order,
+    check_hermiticity_and_trace,
+    check_von_neumann_generator,
+    effective_hamiltonian,
     check_system,
     hermiticity_error,
     iter_checks,
@@ -29,6 +48,15 @@ from qcsurrogate.testing import (
 
 SETTINGS = settings(deadline=None, max_examples=25)
 FAST = {"dt": 0.2, "n_steps": 20}  # a shorter run than the defaults, plenty for a 4-site toy
+
+
+def no_skip(fn, *args, **kwargs):
+    """Call a kit function that must run: its `CheckSkipped` (a unittest.SkipTest) would otherwise make
+    pytest report this test as skipped instead of failed."""
+    try:
+        return fn(*args, **kwargs)
+    except CheckSkipped as why:
+        pytest.fail(f"unexpectedly skipped: {why}")
 
 
 # -- broken systems beyond those in toy_system -------------------------------------------------------
@@ -78,10 +106,75 @@ class BrokenOrder(ToySystem):
         return d
 
 
+class ToyFlux(ToySystem):
+    """The toy with a Peierls phase on every bond, so h is complex (conj(h) != h), and the hopping
+    energy written bond by bond, `2 Re sum_<ij> h_ji rho_ij`: autograd's raw gradient of it is
+    one-sided and only its Hermitian part is h. A correct system, made to pin the kit's convention."""
+
+    name = "toy-flux"
+    phi: float = 0.4
+
+    def _bonds(self) -> list[tuple[int, int]]:
+        L = self.params.L
+        n_bonds = L if (self.params.boundary == "periodic" and L > 2) else L - 1
+        return [(i, (i + 1) % L) for i in range(n_bonds)]
+
+    def _build_hopping(self, dtype: torch.dtype) -> torch.Tensor:
+        h = torch.zeros(self.params.L, self.params.L, dtype=dtype)
+        for i, j in self._bonds():
+            h[i, j] = -self.params.t * np.exp(1j * self.phi)
+            h[j, i] = -self.params.t * np.exp(-1j * self.phi)
+        return h
+
+    def energy(self, state: State) -> torch.Tensor:
+        X, V, rho = state["X"], state["V"], state.rho
+        p = self.params
+        hop = self.hopping(rho.dtype, rho.device)
+        i, j = (list(ix) for ix in zip(*self._bonds()))
+        e_el = 2.0 * (hop[j, i] * rho[..., i, j]).real.sum(-1)
+        e_c = -p.c * (X * (self.occupations(rho) - 0.5)).sum(-1)
+        return e_el + e_c + 0.5 * (V**2 + p.w**2 * X**2).sum(-1)
+
+
+class NumpyEnergyToy(ToySystem):
+    """The toy with its energy computed in numpy: correct, but not differentiable by autograd."""
+
+    name = "toy-numpy-energy"
+
+    def energy(self, state: State) -> torch.Tensor:
+        X, V, rho = (np.asarray(state[k]) for k in ("X", "V", "rho"))
+        p = self.params
+        hop = np.asarray(self.hopping())
+        n = np.real(np.diagonal(rho, axis1=-2, axis2=-1))
+        e_el = np.einsum("ij,...ji->...", hop, rho).real - p.c * (X * (n - 0.5)).sum(-1)
+        return torch.as_tensor(e_el + 0.5 * (V**2 + p.w**2 * X**2).sum(-1))
+
+
+class DetachedEnergyToy(ToySystem):
+    """The toy with its energy cut from autograd's graph."""
+
+    name = "toy-detached-energy"
+
+    def energy(self, state: State) -> torch.Tensor:
+        return super().energy(state.map(torch.Tensor.detach))
+
+
+class HookedNumpyEnergyToy(NumpyEnergyToy):
+    """A non-differentiable energy, with the one-body Hamiltonian given through the kit's hook."""
+
+    name = "toy-hooked"
+    hook_sign: float = 1.0
+
+    def one_body_hamiltonian(self, state: State) -> torch.Tensor:
+        return self.hook_sign * self.hamiltonian(state["X"])
+
+
 # -- passing ------------------------------------------------------------------------------------------
 def test_check_system_passes_on_toy_with_default_states():
     toy = ToySystem(L=4)
-    ids = check_system(toy, **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConformanceSkipWarning)  # nothing skipped either
+        ids = check_system(toy, **FAST)
     per_state = [c for c in CHECKS if c != "scenarios_deterministic"]
     expected = [f"{c}[{s}]" for c in per_state for s in ("at_rest", "random_start", "random")]
     assert sorted(ids) == sorted([*expected, "scenarios_deterministic"])
@@ -117,16 +210,39 @@ def test_n_steps_need_not_be_a_multiple_of_ten():
 
 
 # -- failing ------------------------------------------------------------------------------------------
+GEN = "von_neumann_generator"
+OFF_GENERATOR = "not generated by the energy's one-body Hamiltonian"
+
+
 @pytest.mark.parametrize(
     ("cls", "failing", "passing"),
     [
-        (BrokenToyNonHermitian, {"hermiticity_and_trace", "energy_drift_order"}, {"rhs_real_matches_rhs"}),
-        (BrokenToyFriction, {"energy_drift_order"}, {"hermiticity_and_trace", "rk4_order"}),
-        (BrokenToyRhsReal, {"rhs_real_matches_rhs"}, {"energy_drift_order"}),
-        (BrokenDtype, {"rhs_shapes_dtypes"}, {"hermiticity_and_trace"}),
-        (BrokenBatch, {"batch_equivalence"}, {"rhs_shapes_dtypes"}),
-        (BrokenScenario, {"scenarios_deterministic"}, {"rk4_order"}),
-        (BrokenOrder, {"rk4_order"}, {"hermiticity_and_trace", "rhs_real_matches_rhs"}),
+        (
+            BrokenToyNonHermitian,
+            {"hermiticity_and_trace": "rho lost Hermiticity", "energy_drift_order": "expected ~4", GEN: OFF_GENERATOR},
+            {"rhs_real_matches_rhs"},
+        ),
+        (BrokenToyFriction, {"energy_drift_order": "expected ~4"}, {"hermiticity_and_trace", "rk4_order", GEN}),
+        (BrokenToyRhsReal, {"rhs_real_matches_rhs": "rhs_real and rhs disagree"}, {"energy_drift_order", GEN}),
+        (BrokenDtype, {"rhs_shapes_dtypes": "has dtype torch.float32"}, {"hermiticity_and_trace"}),
+        (BrokenBatch, {"batch_equivalence": "batched rhs differs"}, {"rhs_shapes_dtypes"}),
+        (BrokenScenario, {"scenarios_deterministic": "is not deterministic"}, {"rk4_order"}),
+        (BrokenOrder, {"rk4_order": "expected ~4"}, {"hermiticity_and_trace", "rhs_real_matches_rhs", GEN}),
+        (
+            BrokenToyTraceLeak,
+            {"hermiticity_and_trace": "trace of rho drifted", GEN: OFF_GENERATOR},
+            {"rk4_order", "rhs_real_matches_rhs", "batch_equivalence"},
+        ),
+        (
+            BrokenToySlightlyNonHermitian,
+            {"hermiticity_and_trace": r"rho lost Hermiticity: max \|rho - rho\^H\| = \d\.\d+e-(09|10)"},
+            {"rk4_order", "rhs_real_matches_rhs", "batch_equivalence"},
+        ),
+        (  # the mirror dynamics passes every other check: only the generator check can see it
+            BrokenToyMirror,
+            {GEN: r"opposite sign \+i\[H, rho\] matches .*: the sign of the von Neumann equation is flipped"},
+            set(CHECKS) - {GEN},
+        ),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )
@@ -137,9 +253,40 @@ def test_check_system_fails_on_broken_system(cls, failing, passing):
         check_system(system, {"s": state}, **FAST)
     msg = str(info.value)
     assert "conformance check(s) failed" in msg and cls.__name__ in msg
-    failed = set(re.findall(r"^(\w+)(?:\[\w+\])?: ", msg, flags=re.M))
-    assert failing <= failed, msg
-    assert not (passing & failed), msg
+    messages = dict(re.findall(r"^(\w+)(?:\[\w+\])?: (.*)$", msg, flags=re.M))
+    assert set(failing) <= set(messages), msg
+    for check, pattern in failing.items():  # each fails for its own reason, not just somehow
+        assert re.search(pattern, messages[check]), f"{check}: {messages[check]!r} does not match {pattern!r}"
+    assert not (passing & set(messages)), msg
+
+
+def test_mirror_dynamics_is_measurably_different_yet_conservative():
+    """The other checks pass on the mirror for real, not because nothing moved: its trajectory is far
+    from the toy's, its energy drift is above the round-off floor and its RK4 error is measurable."""
+    mirror, toy = BrokenToyMirror(L=4), ToySystem(L=4)
+    state = toy.initial_state("random_start", seed=0, n_traj=2)
+    dt, n = FAST["dt"], FAST["n_steps"]
+    a = simulate(mirror, state, dt, n, save_every=n).index(-1)
+    b = simulate(toy, state, dt, n, save_every=n).index(-1)
+    assert float((a.rho - b.rho).abs().amax()) > 0.1
+    assert testing._energy_drift(mirror, state, dt, dt * n) > _floor(mirror, state, n)
+    fine = simulate(mirror, state, dt / 4, 4 * n, save_every=4 * n).index(-1)
+    assert float((a.rho - fine.rho).abs().amax()) > 1e-11  # what check_rk4_order needs to measure an order
+
+
+def test_slightly_nonhermitian_caught_at_many_electrons():
+    """The Hermiticity tolerance does not grow with the electron number: a ~1e-11 asymmetry at L = 100
+    (trace 50) is caught, which a tolerance scaled by the trace (5e-11) would let through."""
+
+    class Faint(BrokenToySlightlyNonHermitian):
+        gamma = 3e-12
+
+    system = Faint(L=100)
+    state = random_state(system, batch=(1,), seed=1)
+    traj = simulate(system, state, FAST["dt"], FAST["n_steps"], save_every=2)
+    assert 1e-12 < hermiticity_error(traj.rho) < 1e-12 * float(trace_of(state.rho).real.max())
+    with pytest.raises(AssertionError, match="rho lost Hermiticity"):
+        check_hermiticity_and_trace(system, state, tol=Tolerances(), **FAST)
 
 
 def test_broken_check_fails_alone_via_iter_checks():
@@ -187,19 +334,105 @@ def test_energy_drift_order_near_floor(monkeypatch, factors, ok):
             run()
 
 
+# -- the von Neumann generator check ----------------------------------------------------------------
+@settings(deadline=None, max_examples=20)
+@given(
+    cls=st.sampled_from([ToySystem, ToyFlux]),
+    L=st.integers(3, 6),
+    batch=st.lists(st.integers(1, 3), max_size=2).map(tuple),
+    seed=st.integers(0, 2**31),
+    scale=st.floats(0.0, 2.0),
+)
+def test_autograd_hamiltonian_is_the_explicit_one(cls, L, batch, seed, scale):
+    """H = dE/drho from autograd is the system's h(X), including a complex h whose energy is written
+    bond by bond (autograd's raw gradient is then one-sided: only its Hermitian part is h)."""
+    system = cls(L=L)
+    state = random_state(system, batch=batch, seed=seed, scale=scale)
+    H, source = no_skip(effective_hamiltonian, system, state)
+    assert "dE/drho" in source and H.shape == state.rho.shape and H.dtype == torch.complex128
+    torch.testing.assert_close(H, system.hamiltonian(state["X"]).expand_as(H), rtol=0, atol=1e-13)
+    no_skip(check_von_neumann_generator, system, state, tol=Tolerances())
+
+
+@pytest.mark.parametrize("system", [ToySystem(L=4), ToySystemReal(L=5), ScalarLinear(), ToyFlux(L=5, boundary="open")],
+                         ids=lambda s: s.name)
+def test_generator_check_passes_on_correct_systems(system):
+    for seed in range(3):
+        no_skip(check_von_neumann_generator, system, random_state(system, seed=seed), tol=Tolerances())
+
+
+def test_generator_check_sees_a_small_mismatch():
+    """An rhs whose coupling is 1e-7 (relative) off the energy's is caught; the tolerance is 1e-10."""
+
+    class Mismatched(ToySystem):
+        def rhs(self, state: State) -> State:
+            d = super().rhs(state)
+            X = state["X"]
+            d.rho = d.rho + (1j * 1e-7 * self.params.c) * (X.unsqueeze(-1) - X.unsqueeze(-2)) * state.rho
+            return d
+
+    system = Mismatched(L=4)
+    with pytest.raises(AssertionError, match=OFF_GENERATOR):
+        no_skip(check_von_neumann_generator, system, random_state(system, scale=1.0), tol=Tolerances())
+    no_skip(check_von_neumann_generator, system, random_state(system, scale=1.0), tol=Tolerances(generator=1e-5))
+
+
+def test_generator_check_uses_the_hook_when_present():
+    system = HookedNumpyEnergyToy(L=4)
+    state = system.initial_state("random_start", seed=3)
+    H, source = no_skip(effective_hamiltonian, system, state)
+    assert "one_body_hamiltonian" in source
+    torch.testing.assert_close(H, system.hamiltonian(state["X"]), rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConformanceSkipWarning)  # the hook replaces autograd: nothing skipped
+        assert "von_neumann_generator[s]" in check_system(system, {"s": state}, **FAST)
+    # A hook disagreeing with rhs fails the check, although autograd (were it used) could not run at all.
+    system.hook_sign = -1.0
+    with pytest.raises(AssertionError, match=r"one_body_hamiltonian\(state\), but the opposite sign"):
+        no_skip(check_von_neumann_generator, system, state, tol=Tolerances())
+
+
+def test_generator_check_rejects_a_non_hermitian_hook():
+    system = HookedNumpyEnergyToy(L=4)
+    system.one_body_hamiltonian = lambda state: system.hamiltonian(state["X"]) + 1e-6j * torch.eye(4)
+    with pytest.raises(AssertionError, match="one_body_hamiltonian.* is not Hermitian"):
+        no_skip(check_von_neumann_generator, system, system.initial_state("at_rest"), tol=Tolerances())
+
+
+@pytest.mark.parametrize(
+    ("cls", "reason"),
+    [
+        (NumpyEnergyToy, r"autograd through energy\(state\) failed \(RuntimeError"),
+        (DetachedEnergyToy, r"energy\(state\) is not connected to rho"),
+    ],
+)
+def test_generator_check_skips_visibly_without_a_differentiable_energy(cls, reason):
+    system = cls(L=4)
+    state = system.initial_state("at_rest")
+    with pytest.raises(CheckSkipped, match=reason) as info:  # not a crash, not a pass
+        check_von_neumann_generator(system, state, tol=Tolerances())
+    assert isinstance(info.value, unittest.SkipTest)  # so pytest reports a parametrized case as skipped
+    assert "one_body_hamiltonian" in str(info.value)  # and says how to enable the check
+    skipped = r"1 conformance check\(s\) skipped(.|\n)*von_neumann_generator\[s\]: " + reason
+    with pytest.warns(ConformanceSkipWarning, match=skipped):
+        ids = check_system(system, {"s": state}, **FAST)
+    assert "von_neumann_generator[s]" not in ids and "rk4_order[s]" in ids  # the rest still ran
+
+
 # -- iter_checks --------------------------------------------------------------------------------------
 def test_iter_checks_yields_ids_and_callables():
     toy = ToySystem(L=4)
     states = {"a": toy.initial_state("at_rest"), "b": toy.initial_state("random_start")}
     pairs = list(iter_checks(toy, states, **FAST))
     ids = [cid for cid, _ in pairs]
-    assert len(ids) == len(set(ids)) == 6 * 2 + 1
+    assert len(ids) == len(set(ids)) == 7 * 2 + 1
     assert ids[:2] == ["rhs_shapes_dtypes[a]", "rhs_shapes_dtypes[b]"]
+    assert {"von_neumann_generator[a]", "von_neumann_generator[b]"} <= set(ids)
     assert ids[-1] == "scenarios_deterministic"
     assert all(callable(run) for _, run in pairs)
     for cid, run in pairs:  # each closure is bound to its own check and state
-        if cid.startswith(("rhs_", "batch_")) or cid == "scenarios_deterministic":
-            run()
+        if cid.startswith(("rhs_", "batch_", "von_neumann_")) or cid == "scenarios_deterministic":
+            no_skip(run)
 
 
 def test_iter_checks_default_states_include_scenarios_and_random():

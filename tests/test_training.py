@@ -7,13 +7,15 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
 
 from qcsurrogate import simulate
 from qcsurrogate.pipeline import build_surrogate, fit_normalization
 from qcsurrogate.surrogate import SurrogateConfig
 from qcsurrogate.training import TrainConfig, Trainer, WindowSampler, load_model, save_model, split_trajectories
-from qcsurrogate.training.checkpoint import latest_checkpoint
+from qcsurrogate.training.checkpoint import latest_checkpoint, load_checkpoint
 from qcsurrogate.training.trainer import learning_rate, unroll_length
 
 
@@ -65,13 +67,25 @@ def test_tiny_model_overfits_a_tiny_trajectory(tiny_data, tmp_path):
     assert losses[-1] < losses[0] / 100, f"loss only fell from {losses[0]:.3e} to {losses[-1]:.3e}"
 
 
-def test_resume_equals_uninterrupted_training(tiny_data, tmp_path):
+def add_legacy_rng_state(ckpt, seed=4242):
+    """Make `ckpt` look like an earlier version's checkpoint: a torch RNG state in optimizer.safetensors."""
+    f = ckpt / "optimizer.safetensors"
+    tensors = load_file(str(f))
+    tensors["rng.torch"] = torch.Generator().manual_seed(seed).get_state()
+    save_file(tensors, str(f))
+
+
+@pytest.mark.parametrize("legacy_rng", [False, True], ids=["current", "legacy-rng-checkpoint"])
+def test_resume_equals_uninterrupted_training(tiny_data, tmp_path, legacy_rng):
     extras = {"noise_std": 0.05}
     full = make_trainer(tiny_data, tmp_path / "full", **extras)
     full.fit()
     part = make_trainer(tiny_data, tmp_path / "part", **extras)
     part.fit(stop_after=7)  # "killed" after step 7; the last checkpoint is at step 7 (end of the call)
-    assert latest_checkpoint(tmp_path / "part" / "checkpoints") is not None
+    ck = latest_checkpoint(tmp_path / "part" / "checkpoints")
+    assert ck is not None
+    if legacy_rng:  # a stored RNG state (earlier versions) is accepted and cannot change the run
+        add_legacy_rng_state(ck)
     resumed = make_trainer(tiny_data, tmp_path / "part", **extras)
     torch.manual_seed(999)  # whatever the process RNG is now, resume must not depend on it
     resumed.fit(resume=True)
@@ -115,11 +129,36 @@ def test_checkpoint_files_are_safetensors_and_json(tiny_data, tmp_path):
     meta = json.loads((ck / "meta.json").read_text())
     assert meta["step"] == 12 and meta["train_config"]["steps"] == 12
     opt = load_file(str(ck / "optimizer.safetensors"))
-    assert "rng.torch" in opt and any(k.endswith("exp_avg") for k in opt)
+    assert "rng.torch" not in opt and any(k.endswith("exp_avg") for k in opt)
     assert len(list((tmp_path / "checkpoints").glob("step-*"))) <= tr.cfg.keep_checkpoints
     for p in tmp_path.rglob("*"):
         if p.is_file():
             assert not p.read_bytes().startswith(b"\x80"), f"{p} looks like a pickle"
+
+
+@pytest.mark.parametrize("legacy_rng", [False, True], ids=["current", "legacy-rng-checkpoint"])
+def test_load_checkpoint_restores_training_state_and_leaves_the_process_rng_alone(tiny_data, tmp_path, legacy_rng):
+    """Weights and Adam moments come back; torch's global RNG is the caller's before and after the load
+    (train_step reseeds from (seed, step), so a stored RNG state could never matter)."""
+    tr = make_trainer(tiny_data, tmp_path)
+    tr.fit(stop_after=4)
+    ck = latest_checkpoint(tmp_path / "checkpoints")
+    if legacy_rng:
+        add_legacy_rng_state(ck)
+    fresh = make_trainer(tiny_data, tmp_path)
+    assert any(not torch.equal(a, b) for a, b in zip(weights(tr.model).values(), weights(fresh.model).values()))
+    torch.manual_seed(31337)
+    before = torch.get_rng_state()
+    meta = load_checkpoint(ck, fresh.model, fresh.opt, None)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert meta["step"] == 4
+    for k, v in weights(tr.model).items():
+        assert torch.equal(v, fresh.model.state_dict()[k]), k
+    saved, loaded = tr.opt.state_dict()["state"], fresh.opt.state_dict()["state"]
+    assert saved and set(saved) == set(loaded)
+    for pid, st_ in saved.items():
+        assert set(st_) == set(loaded[pid])
+        assert all(torch.equal(torch.as_tensor(st_[n]), torch.as_tensor(loaded[pid][n])) for n in st_), pid
 
 
 def test_model_round_trip(tiny_data, tmp_path):
@@ -151,10 +190,39 @@ def test_learning_rate_schedule():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
-def test_unroll_curriculum():
-    cfg = TrainConfig(steps=100, warmup_steps=1, rollout={"max_steps": 4, "start_fraction": 0.5})
-    ks = [unroll_length(s, cfg) for s in range(100)]
-    assert ks[:50] == [1] * 50 and ks[-1] == 4 and sorted(ks) == ks
+@settings(max_examples=300, deadline=None)
+@given(steps=st.integers(1, 400), start=st.floats(0.0, 1.0), max_steps=st.integers(1, 12))
+@example(steps=100, start=0.5, max_steps=4)  # the shipped holstein_deep curriculum's shape
+@example(steps=5, start=0.5, max_steps=8)  # fewer ramp steps than unroll lengths
+def test_unroll_curriculum(steps, start, max_steps):
+    """k = 1 for the first `start_fraction` of the steps (to within one step), then k = 2..max_steps in
+    consecutive shares equal to within one step, ending at max_steps; k never decreases."""
+    cfg = TrainConfig(steps=steps, warmup_steps=0, rollout={"max_steps": max_steps, "start_fraction": start})
+    ks = [unroll_length(s, cfg) for s in range(steps)]
+    assert ks == sorted(ks) and 1 <= min(ks) and max(ks) <= max_steps
+    n_one = ks.count(1)
+    if max_steps == 1:
+        assert n_one == steps
+        return
+    assert abs(n_one - start * steps) <= 1, f"k = 1 for {n_one} of {steps} steps, start_fraction {start}"
+    ramp = ks[n_one:]
+    if ramp:
+        assert ramp[-1] == max_steps
+        share = len(ramp) / (max_steps - 1)
+        for k in range(2, max_steps + 1):
+            assert abs(ramp.count(k) - share) < 1, f"k = {k}: {ramp.count(k)} steps, equal share {share:.2f}"
+
+
+@pytest.mark.parametrize("steps, max_steps", [(1, 2), (7, 3), (100, 4), (333, 12)])
+def test_unroll_curriculum_ends(steps, max_steps):
+    def ks(start, m=max_steps):
+        cfg = TrainConfig(steps=steps, warmup_steps=0, rollout={"max_steps": m, "start_fraction": start})
+        return [unroll_length(s, cfg) for s in range(steps)]
+
+    assert ks(1.0) == [1] * steps  # start_fraction 1: no unrolling
+    assert ks(0.0)[0] == 2 and 1 not in ks(0.0)  # start_fraction 0: the ramp begins at once
+    assert ks(0.0)[-1] == max_steps
+    assert ks(0.5, m=1) == ks(0.0, m=1) == [1] * steps  # max_steps 1: one-step training
 
 
 def test_split_is_by_trajectory():

@@ -158,6 +158,44 @@ class BrokenToyNonHermitian(ToySystem):
         return d
 
 
+class BrokenToySlightlyNonHermitian(ToySystem):
+    """The gain/loss of `BrokenToyNonHermitian` at 1e-9: rho's Hermiticity error after a short run
+    is ~1e-9, far above round-off but invisible to a tolerance a million times too loose."""
+
+    name = "toy-broken-slightly-nonhermitian"
+    gamma: float = 1e-9
+
+    def rhs(self, state: State) -> State:
+        d = super().rhs(state)
+        g = self.gamma * torch.linspace(-1.0, 1.0, self.params.L, dtype=state.dtype, device=state.device)
+        d.rho = d.rho + (g.unsqueeze(-1) - g.unsqueeze(-2)) * state.rho  # anti-Hermitian [Gamma, rho]
+        return d
+
+
+class BrokenToyTraceLeak(ToySystem):
+    """Electrons leak away, `drho/dt += -gamma rho`: rho stays Hermitian but its trace decays."""
+
+    name = "toy-broken-trace-leak"
+    gamma: float = 0.01
+
+    def rhs(self, state: State) -> State:
+        d = super().rhs(state)
+        d.rho = d.rho - self.gamma * state.rho
+        return d
+
+
+class BrokenToyMirror(ToySystem):
+    """`drho/dt = +i [h, rho]`, the mirror of the von Neumann equation. Hermiticity, trace, energy
+    (`Tr(h [h, rho]) = 0` either way) and RK4 order all hold: only the generator check sees it."""
+
+    name = "toy-broken-mirror"
+
+    def rhs(self, state: State) -> State:
+        d = super().rhs(state)
+        d.rho = -d.rho
+        return d
+
+
 class BrokenToyFriction(ToySystem):
     """Friction on the oscillators: rho stays Hermitian with fixed trace, but energy leaks away."""
 

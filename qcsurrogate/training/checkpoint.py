@@ -23,6 +23,8 @@ from ..registry import get_surrogate_class
 from ..surrogate.base import Surrogate
 
 LATEST = "latest.json"
+_LEGACY_RNG = "rng.torch"
+"""Key of the torch RNG state that checkpoints of earlier versions stored in `optimizer.safetensors`."""
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -82,7 +84,6 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     save_model(model, tmp)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
-    opt_tensors["rng.torch"] = torch.get_rng_state()
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     meta = {
         "step": step,
@@ -114,13 +115,17 @@ def latest_checkpoint(root: Path) -> Path | None:
 def load_checkpoint(
     path: Path, model: Surrogate, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG in place; return the JSON metadata."""
+    """Restore weights, optimizer and scheduler in place; return the JSON metadata.
+
+    The process's RNG is neither saved nor restored: `Trainer.train_step` reseeds torch from
+    `(seed, step)` before any draw, so a saved RNG state could never reach training. Checkpoints
+    written by earlier versions carry one (`rng.torch`); it is ignored.
+    """
     meta = json.loads((path / "meta.json").read_text())
     model.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
     tensors = load_file(str(path / "optimizer.safetensors"), device="cpu")
-    rng = tensors.pop("rng.torch")
+    tensors.pop(_LEGACY_RNG, None)
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     if scheduler is not None and meta.get("scheduler") is not None:
         scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(rng)
     return meta

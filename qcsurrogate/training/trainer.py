@@ -33,7 +33,10 @@ class RolloutTraining(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_steps: int = Field(1, ge=1, le=256, description="largest unroll length k (1 = one-step training, the paper)")
-    start_fraction: float = Field(0.5, ge=0.0, le=1.0, description="fraction of training done with k = 1 first")
+    start_fraction: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="fraction of training done with k = 1 first; the rest ramps k = 2..max_steps in equal shares",
+    )
     weight_decay_per_step: float = Field(1.0, gt=0.0, le=1.0, description="weight of the j-th unrolled step: w**j")
 
 
@@ -78,14 +81,21 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 
 
 def unroll_length(step: int, cfg: TrainConfig) -> int:
+    """The unroll length k of optimizer step `step` (0-based) under the rollout curriculum.
+
+    k = 1 for the first `round(start_fraction * steps)` steps; the remaining steps are cut into
+    `max_steps - 1` consecutive shares, equal to within one step, with k = 2, 3, ..., max_steps, so
+    the last step always uses `max_steps` (when fewer steps remain than lengths, some lengths are
+    skipped, never the last). `start_fraction = 0` starts the ramp at k = 2; `1` never unrolls.
+    """
     r = cfg.rollout
-    if r.max_steps == 1:
+    n_one = round(r.start_fraction * cfg.steps)
+    rest = cfg.steps - n_one
+    if r.max_steps == 1 or step < n_one or rest <= 0:
         return 1
-    start = r.start_fraction * cfg.steps
-    if step < start:
-        return 1
-    frac = (step - start) / max(1.0, cfg.steps - start)
-    return min(r.max_steps, 1 + int(frac * r.max_steps))
+    i = min(step - n_one, rest - 1)  # position within the ramp, 0 .. rest - 1
+    # share j (k = 2 + j) holds the positions i with j < (i + 1) * (max_steps - 1) / rest <= j + 1
+    return 2 + ((i + 1) * (r.max_steps - 1) - 1) // rest
 
 
 def _perturb(state: State, model: Surrogate, std: float) -> State:
@@ -148,6 +158,13 @@ class Trainer:
 
     # -- one optimisation step ---------------------------------------------------------------------
     def _loss(self, window: list[State], k: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective of one batch unrolled over `k` steps: `sum_j w**j * loss_j / k`.
+
+        Step j starts from the model's own prediction of step j - 1 (not the true state), and the
+        chain is not detached: gradients flow back through every earlier prediction. Each part
+        is logged with the same weight `w**j / k`, so the logged total is the weighted sum of
+        the logged parts, as for one step.
+        """
         m = self.model
         cur = m.prepare(window[0])
         if self.cfg.noise_std > 0:
@@ -165,8 +182,8 @@ class Trainer:
             w = self.cfg.rollout.weight_decay_per_step**j
             total = total + w * loss_j / k
             for kk, v in parts_j.items():
-                parts[kk] = parts.get(kk, 0.0) + v / k
-            cur = pred
+                parts[kk] = parts.get(kk, 0.0) + w * v / k
+            cur = pred  # feed back the prediction, kept in the graph (backpropagation through time)
         return total, parts
 
     def train_step(self) -> dict[str, float]:
