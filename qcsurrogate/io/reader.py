@@ -50,6 +50,8 @@ def _normalize_index(idx: Index, n: int, what: str) -> Any:
             return slice(start, stop, step)
         return np.arange(start, stop, step, dtype=np.int64)  # h5py reads only increasing slices
     arr = np.asarray(idx)
+    if arr.shape == (0,) and arr.dtype != bool:
+        arr = arr.astype(np.int64)  # numpy makes [] a float64 array; it selects nothing
     if arr.dtype == bool:
         if arr.shape != (n,):
             raise IndexError(f"boolean {what} mask must have shape ({n},), got {arr.shape}")
