@@ -259,6 +259,19 @@ def test_open_close_without_context_manager(tmp_path, chain):
     assert path.exists()
 
 
+def _open_hdf5_files() -> int:
+    return len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
+
+
+def test_abort_releases_the_hdf5_file(tmp_path, chain):
+    before = _open_hdf5_files()
+    w = TrajectoryWriter(tmp_path / "x.h5", chain, dt=0.1).open()
+    w.append(_snap())
+    assert _open_hdf5_files() == before + 1
+    w.abort()
+    assert _open_hdf5_files() == before and _entries(tmp_path) == []
+
+
 def test_append_opens_and_close_without_snapshots_fails_cleanly(tmp_path, chain):
     w = TrajectoryWriter(tmp_path / "a.h5", chain, dt=0.1)
     w.append(_snap())  # opens by itself
