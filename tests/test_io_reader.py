@@ -397,3 +397,40 @@ def test_failed_validation_closes_the_file(tmp_path, stored):
     # the handle was released: the file can be opened for writing again
     with h5py.File(bad, "w"):
         pass
+
+
+# -- read errors inside a file that opened (corruption found late) ------------------------------------------
+def _failing(monkeypatch, cls, attr, when):
+    real = getattr(cls, attr)
+
+    def fail(self, *args, **kwargs):
+        if when(self):
+            raise OSError("Can't synchronously read data (checksum failed)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, attr, fail)
+
+
+def test_unreadable_root_attributes(stored, monkeypatch):
+    _failing(monkeypatch, h5py.AttributeManager, "items", lambda self: True)
+    with pytest.raises(TrajectoryFormatError) as info:
+        open_trajectory(stored)
+    assert str(info.value) == (f"{stored}: cannot read root attributes; the file may be corrupted "
+                               "(Can't synchronously read data (checksum failed))")
+
+
+def test_unreadable_time_axis(stored, monkeypatch):
+    _failing(monkeypatch, h5py.Dataset, "__getitem__", lambda self: self.name == "/time")
+    with pytest.raises(TrajectoryFormatError) as info:
+        open_trajectory(stored)
+    assert str(info.value) == (f"{stored}: cannot read '/time'; the file may be truncated or corrupted "
+                               "(Can't synchronously read data (checksum failed))")
+
+
+def test_unreadable_data(stored, monkeypatch):
+    with open_trajectory(stored) as f:
+        _failing(monkeypatch, h5py.Dataset, "__getitem__", lambda self: self.name == "/fields/V")
+        with pytest.raises(TrajectoryFormatError) as info:
+            f.state(0)
+    assert str(info.value) == (f"{stored}: cannot read 'V'; the file may be corrupted "
+                               "(Can't synchronously read data (checksum failed))")
