@@ -59,3 +59,33 @@ def test_refusal_names_the_checkpoints_model(data, tmp_path, name, width):
     with pytest.raises(ConfigError, match=re.escape(f"holds a different model (parc, {saved['config']})")):
         other.resume()
     assert other.step == 0
+
+
+def test_resume_logs_where_it_resumed(data, tmp_path):
+    trainer(data, tmp_path).fit(stop_after=2)
+    tr = trainer(data, tmp_path)
+    lines = []
+    tr.log = lines.append
+    tr.fit(resume=True)
+    assert lines[0] == f"resumed from {tmp_path / 'checkpoints' / 'step-00000002'} at step 2"
+
+
+def test_refusal_of_another_training_config_says_how_to_start_over(data, tmp_path):
+    trainer(data, tmp_path).fit(stop_after=2)
+    with pytest.raises(ConfigError, match=re.escape(
+        "was written with a different training config; refusing to resume. Train from scratch with "
+        "`--no-resume` (run) / without `--resume` (train), or use another --output"
+    )):
+        trainer(data, tmp_path, lr=5e-4).resume()
+
+
+def test_a_checkpoint_without_history_resumes_with_an_empty_one(data, tmp_path):
+    from qcsurrogate.training.checkpoint import save_checkpoint
+
+    first = trainer(data, tmp_path)
+    first.fit(stop_after=2)
+    save_checkpoint(first.ckpt_dir, 2, first.model, first.opt, {"train_config": first.cfg.model_dump(mode="json")})
+    tr = trainer(data, tmp_path)
+    assert tr.resume() and tr.step == 2 and tr.history == []
+    tr.fit(resume=True)
+    assert [r["step"] for r in tr.history] == [3, 4]
