@@ -192,3 +192,23 @@ def test_order_parameter_figure_plots_staggered_means_against_time(tmp_path, cap
     assert [tx.get_text() for tx in ax.get_legend().get_texts()] == ["truth (RK4)", "surrogate"]
     assert any(gl.get_visible() for gl in ax.yaxis.get_gridlines())
     assert not math.isclose(float(tl.get_ydata()[0]), float(pl.get_ydata()[0]))  # two different rollouts
+
+
+def test_snapshot_figure_without_title_has_none(tmp_path, captured):
+    figures.snapshot_figure(rollout(0), rollout(1), [0.0], [0], tmp_path / "s.png")
+    (fig,) = captured
+    assert fig._suptitle is None
+
+
+def test_snapshot_fields_wrap_around_a_short_colour_cycle(tmp_path, captured):
+    """More fields than the style has colours: colours repeat in cycle order (no IndexError)."""
+    from cycler import cycler
+
+    g = torch.Generator().manual_seed(0)
+    fields = {f"F{k}": torch.randn(N_TIME, L, generator=g, dtype=torch.float64) for k in range(5)}
+    s = State._raw(fields, torch.zeros(N_TIME, L, L, dtype=torch.complex128))
+    with plt.rc_context({"axes.prop_cycle": cycler(color=["red", "green", "blue"])}):
+        figures.snapshot_figure(s, s, [0.0], [0], tmp_path / "s.png")
+    (fig,) = captured
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_color() for ln in lines] == [c for c in ["red", "green", "blue", "red", "green"] for _ in (0, 1)]
