@@ -149,7 +149,7 @@ def test_load_checkpoint_restores_training_state_and_leaves_the_process_rng_alon
     assert any(not torch.equal(a, b) for a, b in zip(weights(tr.model).values(), weights(fresh.model).values()))
     torch.manual_seed(31337)
     before = torch.get_rng_state()
-    meta = load_checkpoint(ck, fresh.model, fresh.opt, None)
+    meta = load_checkpoint(ck, fresh.model, fresh.opt)
     assert torch.equal(torch.get_rng_state(), before)
     assert meta["step"] == 4
     for k, v in weights(tr.model).items():

@@ -40,8 +40,8 @@ def snapshot_figure(true: State, pred: State, times: Sequence[float], indices: S
     for c, (i, t) in enumerate(zip(indices, times)):
         ax = axes[0, c]
         for j, name in enumerate(names):
-            ax.plot(true[name][i].cpu().numpy(), "-o", ms=3, color=colors[j % 10], label=f"{name} truth")
-            ax.plot(pred[name][i].detach().cpu().numpy(), "--x", ms=4, color=colors[j % 10], label=f"{name} pred")
+            ax.plot(true[name][i].cpu().numpy(), "-o", ms=3, color=colors[j % len(colors)], label=f"{name} truth")
+            ax.plot(pred[name][i].detach().cpu().numpy(), "--x", ms=4, color=colors[j % len(colors)], label=f"{name} pred")
         ax.set_title(f"t = {t:g}")
         ax.set_xlabel("site i")
         if c == 0:

@@ -72,7 +72,6 @@ def save_checkpoint(
     step: int,
     model: Surrogate,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
     state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
@@ -88,7 +87,6 @@ def save_checkpoint(
     meta = {
         "step": step,
         "optimizer": opt_meta,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "qcsurrogate_version": __version__,
         **state,
     }
@@ -112,10 +110,11 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if (path / "meta.json").exists() else None
 
 
-def load_checkpoint(
-    path: Path, model: Surrogate, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> dict[str, Any]:
-    """Restore weights, optimizer and scheduler in place; return the JSON metadata.
+def load_checkpoint(path: Path, model: Surrogate, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore weights and optimizer in place; return the JSON metadata.
+
+    There is no LR scheduler to restore: `Trainer` sets each step's learning rate from
+    `learning_rate(step, cfg)`. (Checkpoints of earlier versions carry `"scheduler": null`; ignored.)
 
     The process's RNG is neither saved nor restored: `Trainer.train_step` reseeds torch from
     `(seed, step)` before any draw, so a saved RNG state could never reach training. Checkpoints
@@ -126,6 +125,4 @@ def load_checkpoint(
     tensors = load_file(str(path / "optimizer.safetensors"), device="cpu")
     tensors.pop(_LEGACY_RNG, None)
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    if scheduler is not None and meta.get("scheduler") is not None:
-        scheduler.load_state_dict(meta["scheduler"])
     return meta

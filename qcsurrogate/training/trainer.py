@@ -243,7 +243,7 @@ class Trainer:
                 f"checkpoint {path} holds a different model ({saved_model.get('surrogate')}, "
                 f"{saved_model.get('config')}); refusing to resume. Use `--no-resume` or another --output"
             )
-        meta = load_checkpoint(path, self.model, self.opt, None)
+        meta = load_checkpoint(path, self.model, self.opt)
         if meta.get("train_config") != self.cfg.model_dump(mode="json"):
             raise ConfigError(
                 f"checkpoint {path} was written with a different training config; refusing to resume. "
@@ -258,7 +258,7 @@ class Trainer:
         if self.rank != 0:
             return
         save_checkpoint(
-            self.ckpt_dir, self.step, self.model, self.opt, None,
+            self.ckpt_dir, self.step, self.model, self.opt,
             {"train_config": self.cfg.model_dump(mode="json"), "history": self.history},
             keep=self.cfg.keep_checkpoints,
         )

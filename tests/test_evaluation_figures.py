@@ -1,0 +1,214 @@
+"""Figures: which curves and images are drawn from which data, with which labels, scales and styles, and
+the PNG files written. The Figure objects are inspected (captured when the module closes them), not pixels."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qcsurrogate.evaluation import figures
+from qcsurrogate.evaluation.metrics import staggered_mean
+from qcsurrogate.state import State
+
+L, N_TIME = 4, 6
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture()
+def captured(monkeypatch):
+    """The figures the module closes after saving, kept open for inspection."""
+    figs = []
+    real_close = plt.close
+    monkeypatch.setattr(figures.plt, "close", figs.append)
+    yield figs
+    for f in figs:
+        real_close(f)
+
+
+def rollout(seed: int, scale: float = 1.0) -> State:
+    g = torch.Generator().manual_seed(seed)
+    fields = {n: torch.randn(N_TIME, L, generator=g, dtype=torch.float64) for n in ("X", "V")}
+    a = torch.complex(torch.randn(N_TIME, L, L, generator=g, dtype=torch.float64),
+                      torch.randn(N_TIME, L, L, generator=g, dtype=torch.float64))
+    return State._raw(fields, scale * (a + a.mH))
+
+
+def assert_png_written(path, returned):
+    assert returned == path and path.read_bytes().startswith(PNG)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.info["dpi"] == pytest.approx((120, 120), abs=0.05)  # stored as pixels per metre
+
+
+# -- snapshot rows ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("title", ["quench", ""])
+def test_snapshot_figure_draws_truth_and_prediction_per_time(tmp_path, captured, title):
+    true, pred = rollout(0), rollout(1, scale=3.0)
+    indices, times = [0, 2, 5], [0.0, 0.25, 1.5]
+    path = tmp_path / "new" / "dir" / "snapshots.png"
+    assert_png_written(path, figures.snapshot_figure(true, pred, times, indices, path, title=title))
+    (fig,) = captured
+    n = len(indices)
+    grid = np.array(fig.axes[: 3 * n]).reshape(3, n)
+    assert len(fig.axes) == 3 * n + 1  # and one colorbar
+    vmax = float(true.rho[indices].abs().max())  # one colour scale: the truth's largest |rho_ij|
+    for c, (i, t) in enumerate(zip(indices, times)):
+        ax = grid[0, c]
+        assert ax.get_title() == f"t = {t:g}" and ax.get_xlabel() == "site i"
+        lines = ax.get_lines()
+        assert [ln.get_label() for ln in lines] == ["X truth", "X pred", "V truth", "V pred"]
+        for k, name in enumerate(("X", "V")):
+            tl, pl = lines[2 * k], lines[2 * k + 1]
+            np.testing.assert_array_equal(tl.get_ydata(), true[name][i].numpy())
+            np.testing.assert_array_equal(pl.get_ydata(), pred[name][i].numpy())
+            np.testing.assert_array_equal(tl.get_xdata(), np.arange(L))
+            assert (tl.get_linestyle(), tl.get_marker()) == ("-", "o")  # truth solid
+            assert (pl.get_linestyle(), pl.get_marker()) == ("--", "x")  # prediction dashed
+            assert tl.get_color() == pl.get_color()  # one colour per field
+        assert lines[0].get_color() != lines[2].get_color()
+        legend = ax.get_legend()
+        if c == 0:
+            assert [tx.get_text() for tx in legend.get_texts()] == ["X truth", "X pred", "V truth", "V pred"]
+        else:
+            assert legend is None
+        for r, (rho, lab) in enumerate(((true.rho, "truth"), (pred.rho, "prediction"))):
+            a = grid[1 + r, c]
+            (im,) = a.get_images()
+            np.testing.assert_allclose(np.asarray(im.get_array()), rho[i].abs().numpy(), rtol=1e-15)
+            assert im.get_clim() == pytest.approx((0.0, vmax))
+            assert im.get_cmap().name == "viridis"
+            assert list(a.get_xticks()) == [] and list(a.get_yticks()) == []
+            assert a.get_ylabel() == (f"|rho_ij| {lab}" if c == 0 else "")
+    assert im.colorbar is not None and im.colorbar.mappable.get_clim() == pytest.approx((0.0, vmax))
+    if title:
+        assert fig._suptitle.get_text() == title
+    else:
+        assert fig._suptitle is None
+
+
+def test_snapshot_colour_scale_has_a_floor_for_zero_rho(tmp_path, captured):
+    true = rollout(0)
+    true = State._raw(true.fields, torch.zeros_like(true.rho))
+    with plt.rc_context({"image.cmap": "gray"}):  # a user style does not change the heat maps' colour map
+        figures.snapshot_figure(true, rollout(1), [0.0], [1], tmp_path / "s.png")
+    (fig,) = captured
+    (im,) = fig.axes[1].get_images()
+    assert im.get_clim() == (0.0, 1e-12) and im.get_cmap().name == "viridis"
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_snapshot_columns_keep_their_width(tmp_path, captured, n):
+    figures.snapshot_figure(rollout(0), rollout(1), [0.1 * i for i in range(n)], list(range(n)), tmp_path / "s.png")
+    (fig,) = captured
+    assert tuple(fig.get_size_inches()) == pytest.approx((2.6 * n, 7.2))  # 2.6 inch per snapshot column
+
+
+# -- RMSE against the window ------------------------------------------------------------------------
+def curve(total, **parts):
+    return {"steps": [1, 2, 4, 8], "rmse_total": total, **{f"rmse_{k}": v for k, v in parts.items()},
+            "diverged_fraction": [0.0, 0.0, 0.0, 0.5]}
+
+
+def test_rmse_window_figure_draws_totals_and_the_first_predictors_parts(tmp_path, captured):
+    curves = {
+        "parc": curve([0.01, 0.02, None, 5.0], X=[0.004, 0.01, 0.2, 2.0], rho=[0.006, 0.01, 0.3, 3.0]),
+        "persistence": curve([0.1, 0.2, 0.4, float("inf")], X=[0.05, 0.1, 0.2, 0.4], rho=[0.05, 0.1, 0.2, 0.4]),
+    }
+    path = tmp_path / "deep" / "rmse.png"
+    assert_png_written(path, figures.rmse_window_figure(curves, 0.05, path, title="Holstein"))
+    (fig,) = captured
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert [ln.get_label() for ln in lines] == ["parc: total", "parc: X", "parc: rho", "persistence: total"]
+    for ln in lines:
+        np.testing.assert_array_equal(ln.get_xdata(), [1, 2, 4, 8])
+    np.testing.assert_array_equal(lines[0].get_ydata(), [0.01, 0.02, np.nan, 5.0])  # null (diverged) -> gap
+    np.testing.assert_array_equal(lines[1].get_ydata(), curves["parc"]["rmse_X"])
+    np.testing.assert_array_equal(lines[2].get_ydata(), curves["parc"]["rmse_rho"])
+    np.testing.assert_array_equal(lines[3].get_ydata(), [0.1, 0.2, 0.4, np.inf])
+    assert [ln.get_linestyle() for ln in lines] == ["-", "-", "-", "--"]  # one style per predictor
+    assert [ln.get_linewidth() for ln in lines] == [2, 0.8, 0.8, 2]  # totals thick, parts thin
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "recurrent steps (dt = 0.05)" and ax.get_ylabel() == "RMSE"
+    assert ax.get_title() == "Holstein"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [ln.get_label() for ln in lines]
+    assert len(ax.texts) == 0 and ax.get_ylim()[1] < 1e2  # inf and null are not "diverging above 1e2"
+    assert any(gl.get_visible() for gl in ax.xaxis.get_gridlines())
+    # the PNG is cropped to what is drawn ("tight", 0.1 inch padding), not the nominal figure size
+    bb = fig.get_tightbbox(fig.canvas.get_renderer())
+    with Image.open(path) as im:
+        assert im.size[0] == pytest.approx((bb.width + 0.2) * 120, abs=2)
+        assert im.size[1] == pytest.approx((bb.height + 0.2) * 120, abs=2)
+
+
+@pytest.mark.parametrize("top, cut", [(100.0, False), (250.0, True)])
+def test_rmse_window_figure_cuts_curves_above_1e2(tmp_path, captured, top, cut):
+    curves = {"cnn": curve([0.1, 1.0, 10.0, top]), "parc": curve([0.01, 0.02, 0.03, 0.04])}
+    figures.rmse_window_figure(curves, 0.1, tmp_path / "r.png")
+    (fig,) = captured
+    (ax,) = fig.axes
+    assert ax.get_title() == ""
+    if cut:
+        assert ax.get_ylim()[1] == 1e2
+        assert [t.get_text() for t in ax.texts] == ["curves above 1e2 (diverging) are cut"]
+    else:
+        assert ax.get_ylim()[1] > 1e2 and len(ax.texts) == 0
+
+
+def test_rmse_window_figure_cycles_four_line_styles(tmp_path, captured):
+    curves = {f"p{s}": curve([0.1 * (s + 1)] * 4) for s in range(5)}
+    figures.rmse_window_figure(curves, 0.1, tmp_path / "r.png")
+    (fig,) = captured
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == [f"p{s}: total" for s in range(5)]
+    assert [ln.get_linestyle() for ln in lines] == ["-", "--", ":", "-.", "-"]
+
+
+# -- order parameter --------------------------------------------------------------------------------
+@pytest.mark.parametrize("field", [None, "V"])
+def test_order_parameter_figure_plots_staggered_means_against_time(tmp_path, captured, field):
+    true, pred = rollout(0), rollout(1)
+    pred = pred.to(dtype=torch.float32)
+    path = tmp_path / "x" / "order.png"
+    assert_png_written(path, figures.order_parameter_figure(true, pred, 0.25, path, field=field))
+    name = field or "X"  # default: the first field
+    (fig,) = captured
+    (ax,) = fig.axes
+    tl, pl = ax.get_lines()
+    assert (tl.get_label(), pl.get_label()) == ("truth (RK4)", "surrogate")
+    assert (tl.get_linestyle(), pl.get_linestyle()) == ("-", "--")
+    t = 0.25 * np.arange(N_TIME)
+    np.testing.assert_allclose(tl.get_xdata(), t, rtol=0, atol=0)
+    np.testing.assert_allclose(pl.get_xdata(), t, rtol=0, atol=0)
+    np.testing.assert_allclose(tl.get_ydata(), staggered_mean(true[name]).numpy(), rtol=1e-15)
+    np.testing.assert_allclose(pl.get_ydata(), staggered_mean(pred[name].double()).numpy(), rtol=1e-15)
+    assert ax.get_xlabel() == "t" and ax.get_ylabel() == f"staggered mean of {name}"
+    assert [tx.get_text() for tx in ax.get_legend().get_texts()] == ["truth (RK4)", "surrogate"]
+    assert any(gl.get_visible() for gl in ax.yaxis.get_gridlines())
+    assert not math.isclose(float(tl.get_ydata()[0]), float(pl.get_ydata()[0]))  # two different rollouts
+
+
+def test_snapshot_figure_without_title_has_none(tmp_path, captured):
+    figures.snapshot_figure(rollout(0), rollout(1), [0.0], [0], tmp_path / "s.png")
+    (fig,) = captured
+    assert fig._suptitle is None
+
+
+def test_snapshot_fields_wrap_around_a_short_colour_cycle(tmp_path, captured):
+    """More fields than the style has colours: colours repeat in cycle order (no IndexError)."""
+    from cycler import cycler
+
+    g = torch.Generator().manual_seed(0)
+    fields = {f"F{k}": torch.randn(N_TIME, L, generator=g, dtype=torch.float64) for k in range(5)}
+    s = State._raw(fields, torch.zeros(N_TIME, L, L, dtype=torch.complex128))
+    with plt.rc_context({"axes.prop_cycle": cycler(color=["red", "green", "blue"])}):
+        figures.snapshot_figure(s, s, [0.0], [0], tmp_path / "s.png")
+    (fig,) = captured
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_color() for ln in lines] == [c for c in ["red", "green", "blue", "red", "green"] for _ in (0, 1)]
