@@ -106,7 +106,7 @@ class _CompiledStepper:
     """
 
     def __init__(
-        self, system: System, method: ExplicitRK, dt: float, field_names: Sequence[str], steps_per_call: int = 1
+        self, system: System, method: ExplicitRK, dt: float, field_names: Sequence[str], steps_per_call: int
     ) -> None:
         names = tuple(field_names)
 
@@ -149,7 +149,7 @@ def _compiled_stepper(
 ) -> _CompiledStepper:
     """The cached `_CompiledStepper` for this system, solver, step and state layout (built on a miss)."""
     key = (
-        id(system), type(system), system.params.model_dump_json(), method, float(dt), tuple(system.field_names),
+        id(system), system.params.model_dump_json(), method, float(dt), tuple(system.field_names),
         int(steps_per_call), str(y.rho.device), y.dtype, tuple(y.rho.shape), torch.get_num_threads(),
     )  # fmt: skip
     stepper = _STEPPER_CACHE.get(key)

@@ -35,12 +35,13 @@ def real_dtype_of(cplx: torch.dtype) -> torch.dtype:
     return _REAL_OF[cplx]
 
 
-def _as_tensor(x: Any, dtype: torch.dtype | None, device: torch.device | str | None) -> torch.Tensor:
+def _as_tensor(x: Any, device: torch.device | str | None) -> torch.Tensor:
+    """`x` as a tensor on `device` (None: where it is), dtype unchanged (the caller converts)."""
     if isinstance(x, torch.Tensor):
-        return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
+        return x.to(device=device)
     arr = np.asarray(x)
     t = torch.from_numpy(np.array(arr, copy=True, order="C"))  # a copy: never alias the caller's array
-    return t.to(device=device, dtype=dtype or t.dtype)
+    return t.to(device=device)
 
 
 class State:
@@ -64,7 +65,7 @@ class State:
             raise ValueError("a State needs at least one classical field")
         if RHO in fields:
             raise ValueError(f"'{RHO}' is reserved for the density matrix, not a field name")
-        rho_t = _as_tensor(rho, None, device)
+        rho_t = _as_tensor(rho, device)
         if dtype is None:
             cdtype = rho_t.dtype if rho_t.is_complex() else COMPLEX_DTYPE
         else:
@@ -73,7 +74,7 @@ class State:
         rdtype = real_dtype_of(cdtype)
         out: dict[str, torch.Tensor] = {}
         for name, value in fields.items():
-            t = _as_tensor(value, None, rho_t.device)
+            t = _as_tensor(value, rho_t.device)
             if t.is_complex():
                 raise TypeError(f"field '{name}' is complex; classical fields must be real")
             out[str(name)] = t.to(rdtype)

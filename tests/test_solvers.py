@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from toy_system import ScalarLinear, ToySystem, ToySystemReal
 
-from qcsurrogate.solvers import EULER, MIDPOINT, RK4, SOLVERS, ExplicitRK, get_solver, simulate
+from qcsurrogate.solvers import EULER, MIDPOINT, RK4, SOLVERS, ExplicitRK, _progress, get_solver, simulate
 from qcsurrogate.state import State
 from qcsurrogate.testing import observed_order, random_density_matrix
 
@@ -190,6 +192,17 @@ def test_sink_chunk_sizes_example(toy, toy_state):
     assert [int(c.batch_shape[0]) for c in sink.chunks] == [4, 4, 3]
 
 
+def test_sink_default_chunk_size_is_256():
+    system, sink = ScalarLinear(L=2), ListSink()
+    simulate(system, linear_state(L=2), 0.01, 300, sink=sink)
+    assert [int(c.batch_shape[0]) for c in sink.chunks] == [256, 45]
+
+
+def test_chunk_size_is_ignored_without_sink(toy, toy_state):
+    traj = simulate(toy, toy_state, 0.05, 6, 2, chunk_size=1)
+    assert traj.allclose(simulate(toy, toy_state, 0.05, 6, 2), rtol=0, atol=0)
+
+
 # -- simulate: validation ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "match"),
@@ -201,7 +214,7 @@ def test_sink_chunk_sizes_example(toy, toy_state):
         ({"n_steps": -1}, "n_steps >= 0"),
         ({"save_every": 0}, "save_every >= 1"),
         ({"n_steps": 10, "save_every": 3}, r"n_steps \(10\) must be a multiple of save_every \(3\)"),
-        ({"chunk_size": 0}, "chunk_size must be >= 1"),
+        ({"chunk_size": 0}, "^chunk_size must be >= 1$"),
         ({"solver": "rk5"}, "unknown solver"),
     ],
 )
@@ -252,6 +265,10 @@ def test_device_argument(toy, toy_state):
     traj = simulate(toy, toy_state, 0.05, 4, device="cpu")
     assert traj.device == torch.device("cpu")
     assert traj.allclose(simulate(toy, toy_state, 0.05, 4), rtol=0, atol=0)
+    # Another device than the state's (the meta device computes shapes only): the run happens there.
+    meta = simulate(toy, toy_state, 0.05, 4, 2, device="meta")
+    assert meta.device == torch.device("meta") and meta.batch_shape == torch.Size([3, 2])
+    assert meta.rho.dtype == torch.complex128
 
 
 def test_progress_bar(toy, toy_state, capsys):
@@ -259,6 +276,74 @@ def test_progress_bar(toy, toy_state, capsys):
     err = capsys.readouterr().err
     assert "toy rk4" in err and "70" in err
     assert a.allclose(simulate(toy, toy_state, 0.05, 70, 10, progress=False), rtol=0, atol=0)
+
+
+@pytest.fixture
+def fake_bars(monkeypatch):
+    """tqdm replaced by a recorder: the bars simulate opens, with their arguments, updates and closing."""
+    import tqdm.auto
+
+    bars = []
+
+    class FakeBar:
+        def __init__(self, **kwargs) -> None:
+            self.kwargs, self.n, self.updates, self.closed = kwargs, 0, [], False
+            bars.append(self)
+
+        def update(self, k: int) -> None:
+            self.updates.append(k)
+            self.n += k
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", FakeBar)
+    return bars
+
+
+@pytest.mark.parametrize(("n_steps", "updates"), [(10, [10]), (64, [64]), (200, [64, 64, 64, 8])])
+def test_progress_bar_counts_steps_in_batches(fake_bars, n_steps, updates):
+    """The bar counts steps out of n_steps, advanced 64 steps at a time (a tqdm call per step would
+    cost more than a small system's step) and then up to exactly n_steps; it is closed at the end."""
+    simulate(ScalarLinear(L=2), linear_state(L=2), 0.01, n_steps, 2, progress=True)
+    (bar,) = fake_bars
+    assert bar.kwargs == {"total": n_steps, "desc": "scalar-linear rk4", "unit": "step", "dynamic_ncols": True}
+    assert bar.updates == updates
+    assert bar.closed
+
+
+def test_progress_bar_closed_when_a_step_fails(fake_bars):
+    class Exploding(ScalarLinear):
+        def rhs(self, state):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        simulate(Exploding(L=2), linear_state(L=2), 0.01, 4, progress=True)
+    (bar,) = fake_bars
+    assert bar.closed and bar.updates == []
+
+
+def test_progress_default_is_long_runs_on_a_terminal(fake_bars, monkeypatch):
+    """progress=None shows a bar only for runs of at least 2000 steps and only on a terminal;
+    True and False force it on or off."""
+    class Terminal:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    monkeypatch.setattr(sys, "stderr", Terminal(True))
+    assert _progress(2000, None, "run") is not None and fake_bars[-1].kwargs["total"] == 2000
+    assert _progress(1999, None, "run") is None
+    assert _progress(10**6, False, "run") is None
+    assert _progress(1, True, "run") is not None
+    n_bars = len(fake_bars)
+    simulate(ScalarLinear(L=2), linear_state(L=2), 0.01, 2000, 2000)  # progress left at its default
+    assert len(fake_bars) == n_bars + 1 and fake_bars[-1].updates[-1] == 2000 - 31 * 64
+    monkeypatch.setattr(sys, "stderr", Terminal(False))
+    assert _progress(10**6, None, "run") is None
+    assert _progress(1, True, "run") is not None
 
 
 def test_no_autograd_graph_is_built(toy, toy_state):

@@ -113,13 +113,54 @@ def test_shape_validation(fields, rho, match):
         State(fields, rho)
 
 
+def test_nested_batch_accepted():
+    s = State({"X": np.zeros((2, 5, 3))}, np.zeros((2, 5, 3, 3)))
+    assert s.batch_shape == torch.Size([2, 5]) and s.L == 3
+    with pytest.raises(ValueError, match="rho must be shaped"):
+        State({"X": np.zeros((2, 5, 3))}, np.zeros((2, 5, 3, 4)))
+
+
+def test_numpy_input_is_copied_not_aliased():
+    X, rho = np.zeros((2, 3)), np.zeros((2, 3, 3), dtype=complex)
+    s = State({"X": X}, rho)
+    X += 1.0
+    rho += 1.0
+    assert float(s.fields["X"].abs().max()) == 0.0 and float(s.rho.abs().max()) == 0.0
+
+
+def test_tensors_are_c_contiguous_whatever_the_input_layout():
+    rng = np.random.default_rng(0)
+    X = np.asfortranarray(rng.normal(size=(3, 4)))
+    rho = np.asfortranarray(rng.normal(size=(3, 4, 4)))
+    s = State({"X": X}, rho)
+    assert s.fields["X"].is_contiguous() and s.rho.is_contiguous()
+    np.testing.assert_array_equal(s.fields["X"].numpy(), X)
+    np.testing.assert_array_equal(s.rho.numpy().real, rho)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_device_argument_moves_every_variable(kind):
+    """`device=` puts rho there and the fields follow rho (the meta device stands in for a GPU)."""
+    rng = np.random.default_rng(1)
+    X, rho = rng.normal(size=(2, 3)), rng.normal(size=(2, 3, 3))
+    if kind == "torch":
+        X, rho = torch.from_numpy(X), torch.from_numpy(rho)
+    s = State({"X": X}, rho, device="meta")
+    assert {v.device.type for v in s.variables().values()} == {"meta"}
+    assert s.rho.dtype == torch.complex128 and s.fields["X"].dtype == torch.float64
+    on_meta = State({"X": torch.zeros(2, 3)}, torch.zeros(2, 3, 3, device="meta"))  # fields follow rho
+    assert on_meta.fields["X"].device.type == "meta"
+    cpu = State({"X": X}, rho)
+    assert {v.device.type for v in cpu.variables().values()} == {"cpu"}
+
+
 def test_rho_is_a_reserved_field_name():
     with pytest.raises(ValueError, match="reserved"):
         State({"rho": np.zeros(2)}, np.eye(2))
 
 
 def test_needs_a_field():
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="^a State needs at least one classical field$"):
         State({}, np.eye(2))
 
 
@@ -139,7 +180,7 @@ def test_variables_and_repr():
     s = make()
     assert list(s.variables()) == ["X", "V", RHO]
     r = repr(s)
-    assert "X=(2, 3)" in r and "rho=(2, 3, 3)" in r and "complex128" in r
+    assert r == "State(X=(2, 3), V=(2, 3), rho=(2, 3, 3), dtype=torch.complex128, device=cpu)"
 
 
 # -- arithmetic --------------------------------------------------------------------------------------
@@ -168,7 +209,7 @@ def test_arithmetic_does_not_mutate_operands(pair):
 
 def test_arithmetic_errors():
     s = make()
-    with pytest.raises(TypeError, match="State \\* State"):
+    with pytest.raises(TypeError, match=r"^State \* State is not defined; scale by a number$"):
         s * s  # noqa: B018
     with pytest.raises(TypeError, match="expected a State"):
         s + 1.0  # noqa: B018
@@ -195,6 +236,10 @@ def test_allclose():
     assert s.allclose(s + s * 1e-6, rtol=1e-5)
     bumped = State._raw(dict(s.fields), s.rho + 1e-3j)  # only rho differs
     assert not s.allclose(bumped)
+    # Default tolerances rtol=1e-10, atol=1e-12: near zero only atol counts.
+    zero = s.map(torch.zeros_like)
+    assert zero.allclose(zero.map(lambda t: t + 1e-13)) and not zero.allclose(zero.map(lambda t: t + 1e-11))
+    assert s.allclose(s * (1 + 5e-11)) and not s.allclose(s * (1 + 1e-8))
 
 
 # -- batching, indexing, devices ---------------------------------------------------------------------
@@ -209,11 +254,20 @@ def test_stack_index_cat():
     cat = State.cat([a, b])
     assert cat.batch_shape == torch.Size([4])
     assert cat.index(slice(2, 4)).allclose(b, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="empty"):
+    # Along an inner batch axis: (3, 2) and (3, 2) batches give (3, 4), each row a's then b's.
+    inner = State.cat([st_, State.stack([c, a, b])], dim=1)
+    assert inner.batch_shape == torch.Size([3, 4]) and inner.fields["V"].shape == (3, 4, 3)
+    assert inner.index((1, slice(0, 2))).allclose(b, rtol=0, atol=0)
+    assert inner.index((1, slice(2, 4))).allclose(a, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="^cannot stack an empty sequence of states$"):
         State.stack([])
     other = State({"Y": np.zeros((2, 3))}, np.zeros((2, 3, 3)))
     with pytest.raises(ValueError, match="different fields"):
         State.stack([a, other])
+    swapped = State({"V": b.fields["V"], "X": b.fields["X"]}, b.rho)
+    mixed = State.stack([a, swapped])  # field order of the first state, values matched by name
+    assert mixed.names == ("X", "V", RHO) and mixed.index(1).allclose(b, rtol=0, atol=0)
+    assert State.stack([a]).batch_shape == torch.Size([1, 2])
 
 
 def test_to_clone_detach_numpy():
@@ -226,6 +280,11 @@ def test_to_clone_detach_numpy():
     same = s.to()
     assert same.allclose(s, rtol=0, atol=0) and same.dtype == torch.float64
     assert s.to("cpu").device == torch.device("cpu")
+    meta = s.to("meta")
+    assert {v.device.type for v in meta.variables().values()} == {"meta"} and meta.dtype == torch.float64
+    meta32 = s.to("meta", dtype=torch.float32)
+    assert {v.device.type for v in meta32.variables().values()} == {"meta"}
+    assert meta32.fields["X"].dtype == torch.float32 and meta32.rho.dtype == torch.complex64
     with pytest.raises(TypeError):
         s.to(dtype=torch.complex128)  # give the real dtype; rho follows
     c = s.clone()
