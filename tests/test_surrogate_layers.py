@@ -24,7 +24,7 @@ def test_activation_names_give_the_named_function():
 
 
 def test_unknown_activation_names_the_choices():
-    with pytest.raises(ValueError, match=r"unknown activation 'softplus'; choose from \['gelu', 'relu', 'silu', 'tanh'\]"):
+    with pytest.raises(ValueError, match=r"^unknown activation 'softplus'; choose from \['gelu', 'relu', 'silu', 'tanh'\]$"):
         activation("softplus")
 
 
@@ -66,7 +66,7 @@ def test_open_padding_is_zeros_for_any_width(L, k, seed):
 
 
 def test_conv_rejects_3d():
-    with pytest.raises(ValueError, match=r"only 1D \(sites\) and 2D \(site pairs\) convolutions are supported"):
+    with pytest.raises(ValueError, match=r"^only 1D \(sites\) and 2D \(site pairs\) convolutions are supported$"):
         Conv(1, 1, 3, 3, "open", False)
 
 
@@ -110,7 +110,7 @@ def test_conv1d_matches_torch_reference(boundary):
 # -- channel dropout ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
 def test_dropout_probability_must_be_in_unit_interval(p):
-    with pytest.raises(ValueError, match=rf"dropout probability must be in \[0, 1\), got {p}"):
+    with pytest.raises(ValueError, match=rf"^dropout probability must be in \[0, 1\), got {p}$"):
         ChannelDropout(p)
 
 
