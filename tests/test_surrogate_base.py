@@ -185,8 +185,9 @@ def test_spec_is_json_with_everything_needed(cls):
     assert clone.config == model.config and clone.normalization == model.normalization
 
 
-def test_finish_step_projects_only_when_asked():
-    s = random_state(4, (2,))
+@pytest.mark.parametrize("batch", [(2,), (2, 3), ()])
+def test_finish_step_projects_only_when_asked(batch):
+    s = random_state(4, batch)
     bad = State._raw(s.fields, s.rho + 0.1j * torch.ones_like(s.rho.real))
     assert make(project_rho=False).finish_step(s, bad) is bad
     out = make(project_rho=True).finish_step(s, bad)
@@ -256,7 +257,7 @@ def test_site_block_bilinear_lift_adds_products_of_distinct_pairs():
     x = lf.lift({"X:identity": X, "rho:diagonal": n})
     assert torch.equal(x, torch.stack([X, n, X * n], 1))
     three = BlockLifter("V", (*GRAPH.inputs("V"), GRAPH.inputs("X")[0]), "split", bilinear=True)
-    assert three.in_channels == 6  # 3 inputs + 3 distinct products
+    assert three.in_channels == 6 and type(three.in_channels) is int  # 3 inputs + 3 distinct products
     plain = BlockLifter("V", GRAPH.inputs("V"), "split")
     assert plain.in_channels == 2 and plain.bilinear is False
 
@@ -317,3 +318,10 @@ def test_plain_cnn_counts_the_nets_it_builds(cfg):
         for w in (4, 9):
             net = cnn._cnn(lf.in_channels, lf.out_channels, t, w)
             assert cnn._count(t, lf.in_channels, lf.out_channels, w) == sum(p.numel() for p in net.parameters()), (t, w)
+
+
+@pytest.mark.parametrize("mode", ["derivative", "block"])
+def test_only_a_state_integrator_normalises_views_beyond_the_graph_inputs(mode):
+    model = make(integrator_inputs=mode)
+    normed, _ = model._normed_inputs(random_state(4, (2,)))
+    assert set(normed) == {"X:identity", "V:identity", "rho:diagonal", "rho:matrix"}

@@ -233,3 +233,18 @@ def test_count_parameters_matches_the_built_module(in_ch, out_ch, width, dim, co
     n = PARCCNN.count_parameters(in_ch, out_ch, width, dim, complex_, **kw)
     assert type(n) is int
     assert n == sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_dropout_mask_is_in_the_input_precision_and_device(dtype):
+    """Kept channels are scaled by exactly 1/(1-p) in the input's own dtype, and the mask lives on the input's device."""
+    torch.manual_seed(0)
+    p = 0.3
+    d = ChannelDropout(p).train()
+    x = torch.ones(16, 6, 5, dtype=dtype)
+    y = d(x)
+    assert y.dtype == dtype
+    scale = torch.tensor(1 / (1 - p), dtype=dtype)  # 1/(1-p) rounded once to the input precision
+    assert set(torch.unique(y).tolist()) == {0.0, float(scale)}
+    meta = d(torch.empty(2, 3, 4, device="meta"))
+    assert meta.device.type == "meta" and meta.shape == (2, 3, 4)
