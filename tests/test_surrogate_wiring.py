@@ -65,3 +65,23 @@ def test_every_cnn_follows_the_config(cls, boundary, complex_mode, act, fn, drop
                 assert conv.dim == (2 if pair else 1), name
                 assert conv.complex == (pair and complex_mode == "complex"), name
         assert net.drop.complex == (pair and complex_mode == "complex"), name
+
+
+@pytest.mark.parametrize("complex_mode", ["complex", "split"])
+@pytest.mark.parametrize("bilinear", [False, True])
+def test_pair_block_with_two_pair_inputs(custom_views, complex_mode, bilinear):
+    """Every pair input is its own channel: rho and conj(rho) alongside X_i, X_j (and X * each pair input)."""
+    from qcsurrogate.surrogate.parc import BlockLifter
+
+    deps = DependencyGraph({"X": ["X"], "rho": ["X", "rho", ("rho", "test_wiring_conj")]}).inputs("rho")
+    lf = BlockLifter("rho", deps, complex_mode, bilinear=bilinear)
+    n = 4 + (4 if bilinear else 0)  # X_i, X_j, rho, conj(rho) [+ X_i rho, X_i rho*, X_j rho, X_j rho*]
+    assert lf.in_channels == (n if complex_mode == "complex" else 2 * n)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    rho = torch.complex(torch.randn(2, 3, 3, generator=g, dtype=torch.float64), torch.randn(2, 3, 3, generator=g, dtype=torch.float64))
+    x = lf.lift({"X:identity": X, "rho:matrix": rho, "rho:test_wiring_conj": rho.conj()})
+    assert x.shape == (2, 2 * n, 3, 3)
+    z = torch.complex(x[:, :n], x[:, n:])
+    torch.testing.assert_close(z[:, 2], rho, rtol=0, atol=0)
+    torch.testing.assert_close(z[:, 3], rho.conj(), rtol=0, atol=0)
