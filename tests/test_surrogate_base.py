@@ -325,3 +325,24 @@ def test_only_a_state_integrator_normalises_views_beyond_the_graph_inputs(mode):
     model = make(integrator_inputs=mode)
     normed, _ = model._normed_inputs(random_state(4, (2,)))
     assert set(normed) == {"X:identity", "V:identity", "rho:diagonal", "rho:matrix"}
+
+
+def test_rms_scale_threshold_is_exclusive():
+    """Scales at or below 1e-12 count as 'no signal' and become 1; anything above is kept."""
+    from qcsurrogate.surrogate.normalization import _rms
+
+    assert _rms(torch.full((7,), 1e-12, dtype=torch.float64)) == 1.0
+    assert _rms(torch.full((7,), 2e-12, dtype=torch.float64)) == pytest.approx(2e-12, rel=1e-12)
+    assert _rms(torch.full((3,), 3.0 + 4.0j, dtype=torch.complex128)) == pytest.approx(5.0, rel=1e-12)
+
+
+def test_normalisation_covers_variables_no_block_reads():
+    """A field that feeds no block is still normalised as itself: a 'state' integrator reads it."""
+    g = DependencyGraph({"X": ["X"], "V": ["X"], "rho": ["X", "rho"]})
+    keys = {"X:identity", "V:identity", "rho:matrix", "rho:diagonal", "rho:bond_real", "rho:bond_imag"}
+    assert set(Normalization.identity(g).inputs) == keys
+    s = random_state(4, (5,))
+    norm = Normalization.fit(g, s, s, s)
+    assert set(norm.inputs) == keys
+    model = PARC(g, "periodic", SurrogateConfig(width=8, dtype="float64", integrator_inputs="state"), norm)
+    assert model(s).rho.shape == s.rho.shape
