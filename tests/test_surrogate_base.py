@@ -346,3 +346,24 @@ def test_normalisation_covers_variables_no_block_reads():
     assert set(norm.inputs) == keys
     model = PARC(g, "periodic", SurrogateConfig(width=8, dtype="float64", integrator_inputs="state"), norm)
     assert model(s).rho.shape == s.rho.shape
+
+
+def test_fitted_means_of_real_inputs_are_real_floats():
+    s = random_state(4, (5,))
+    norm = Normalization.fit(GRAPH, s, s, s)
+    for key, (mean, std) in norm.inputs.items():
+        assert type(mean) is (complex if key == "rho:matrix" else float), key
+        assert type(std) is float, key
+
+
+@pytest.mark.parametrize("complex_mode", ["complex", "split"])
+def test_state_integrator_lifts_the_state_with_the_same_bilinear_rule(complex_mode):
+    """With bilinear inputs, the whole state lifted for S gets the same product channels as F's inputs."""
+    model = make(integrator_inputs="state", bilinear_inputs=True, complex_mode=complex_mode)
+    assert all(lf.bilinear for lf in model.state_lifters.values())
+    # V's block: 5 site channels (X, V, bond_imag, bond_real, diagonal) + 10 distinct products, after F's 1 output
+    assert model.integrator_in_channels("V") == 1 + 5 + 10
+    # rho's block: X_i, X_j, V_i, V_j, rho + 4 site-times-pair products, after F's 1 complex output
+    per = 1 if complex_mode == "complex" else 2
+    assert model.integrator_in_channels("rho") == per * (1 + 5 + 4)
+    assert make(integrator_inputs="state", complex_mode=complex_mode).integrator_in_channels("V") == 1 + 5
