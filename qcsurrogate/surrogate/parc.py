@@ -46,7 +46,6 @@ class BlockLifter:
     """
 
     def __init__(self, target: str, deps: tuple[Dependency, ...], complex_mode: str, bilinear: bool = False) -> None:
-        self.target = target
         self.deps = deps
         self.kind = kind_of(target)
         self.complex = self.kind == "pair" and complex_mode == "complex"
