@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: venv test demo shallow wheels wheel-check bench mutation mutation-holstein mutation-report clean
+.PHONY: venv test demo shallow wheels wheel-check bench mutation mutation-sample mutation-holstein mutation-report clean
 
 $(BIN)/qcsurrogate: pyproject.toml plugins/holstein/pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,11 @@ mutation: $(MUTMUT)
 mutation-holstein: $(MUTMUT)
 	cd plugins/holstein && TORCHDYNAMO_DISABLE=1 OMP_NUM_THREADS=1 ../../$(MUTMUT) run --max-children $(JOBS)
 	$(BIN)/python benchmarks/mutation_report.py --root plugins/holstein --targets qcsurrogate_holstein/
+
+# A seeded sample of N mutants per target module, each run against the current tests (~25 min on 2 cores).
+SAMPLE ?= 60
+mutation-sample: $(MUTMUT)
+	$(BIN)/python benchmarks/mutation_sample.py --run --per-module $(SAMPLE) --jobs $(JOBS) --output docs/mutation-sample.md
 
 mutation-report: $(MUTMUT)
 	$(BIN)/python benchmarks/mutation_report.py --check 0.9

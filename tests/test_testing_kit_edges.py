@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import re
 
 import pytest
@@ -123,7 +125,8 @@ def test_skip_warning_points_at_the_caller_and_lists_every_skip():
     with pytest.warns(ConformanceSkipWarning) as rec:
         check_system(system, {"a": s, "b": s}, **FAST)
     (w,) = [r for r in rec if issubclass(r.category, ConformanceSkipWarning)]
-    assert w.filename == __file__
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline adds a frame between caller and kit
+        assert w.filename == __file__
     lines = str(w.message).splitlines()
     assert lines[0] == f"2 conformance check(s) skipped for {system!r}:"
     reason = "energy(state) is not connected to rho in torch's autograd graph" + HINT
