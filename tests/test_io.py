@@ -24,6 +24,7 @@ from qcsurrogate.io import (
     simulate_to_file,
 )
 from qcsurrogate.state import State
+from h5_edit import copy_and_edit
 
 
 # The toy System of tests/toy_system.py (fields X, V); `toy_registered` (conftest) registers it as "toy".
@@ -291,12 +292,6 @@ def good_file(tmp_path, chain):
     return simulate_to_file(chain, chain.initial_state("random_start", n_traj=2), tmp_path / "good.h5", 0.1, 8)
 
 
-def _copy_and(good: Path, tmp_path: Path, fn) -> Path:
-    bad = tmp_path / "bad.h5"
-    bad.write_bytes(good.read_bytes())
-    with h5py.File(bad, "r+") as h:
-        fn(h)
-    return bad
 
 
 def test_reader_not_hdf5(tmp_path):
@@ -344,7 +339,7 @@ def test_reader_foreign_hdf5(tmp_path):
          "bad-json", "dtype-mismatch", "n-steps", "time-axis", "rho-shape"],
 )
 def test_reader_invalid(tmp_path, good_file, mutate, match):
-    bad = _copy_and(good_file, tmp_path, mutate)
+    bad = copy_and_edit(good_file, tmp_path, mutate)
     with pytest.raises(TrajectoryFormatError, match=match) as info:
         open_trajectory(bad)
     assert str(bad) in str(info.value)

@@ -17,6 +17,7 @@ from toy_system import ToySystem
 
 from qcsurrogate.io import SCHEMA, Trajectory, TrajectoryFormatError, TrajectoryWriter, open_trajectory
 from qcsurrogate.state import State
+from h5_edit import copy_and_edit
 
 N_TRAJ, N_TIME, L = 3, 7, 3
 DT, SAVE_EVERY = 0.25, 2
@@ -242,12 +243,6 @@ def test_summary_of_files_without_plugin_attrs_and_contiguous_compressed_data(tm
 
 
 # -- refusing invalid files ---------------------------------------------------------------------------
-def _copy_and(good: Path, tmp_path: Path, fn) -> Path:
-    bad = tmp_path / "bad.h5"
-    bad.write_bytes(good.read_bytes())
-    with h5py.File(bad, "r+") as h:
-        fn(h)
-    return bad
 
 
 def _set(name, value):
@@ -322,7 +317,7 @@ T_END = (N_TIME - 1) * SAVE_EVERY * DT
     ],
 )
 def test_invalid_files_are_refused_with_the_reason(tmp_path, stored, mutate, message):
-    bad = _copy_and(stored, tmp_path, mutate)
+    bad = copy_and_edit(stored, tmp_path, mutate)
     with pytest.raises(TrajectoryFormatError) as info:
         open_trajectory(bad)
     text = str(info.value)
@@ -339,7 +334,7 @@ def test_invalid_files_are_refused_with_the_reason(tmp_path, stored, mutate, mes
     ],
 )
 def test_tolerated_variations_still_open(tmp_path, stored, mutate):
-    ok = _copy_and(stored, tmp_path, mutate)
+    ok = copy_and_edit(stored, tmp_path, mutate)
     with open_trajectory(ok) as f:
         assert f.n_time == N_TIME
 
@@ -391,7 +386,7 @@ def test_truncated_file_message(tmp_path, stored):
 
 
 def test_failed_validation_closes_the_file(tmp_path, stored):
-    bad = _copy_and(stored, tmp_path, _set("n_steps", 1))
+    bad = copy_and_edit(stored, tmp_path, _set("n_steps", 1))
     with pytest.raises(TrajectoryFormatError):
         open_trajectory(bad)
     # the handle was released: the file can be opened for writing again

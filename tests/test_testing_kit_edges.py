@@ -493,6 +493,12 @@ def _floor(system, state, n_steps):
 @pytest.mark.parametrize(
     ("factors", "ok"),
     [
+        ([5.0, 5.0 / 16, 5.0 / 256], True),  # fourth order, reaching round-off after one halving
+        ([1e6, 1e6 / 16, 1e6 / 256], True),  # fourth order, well measured
+        ([0.5, 0.3, 0.2], True),  # below the floor from the start: nothing to measure
+        ([5.0, 2.5, 1.25], False),  # first order, all above the floor
+        ([1e6, 1e6, 1e6], False),  # no convergence at all
+        ([1e6, 5e5, 0.5], True),  # reaches round-off at the finest step: no evidence against RK4
         ([0.5, 2.0, 2.0], True),  # below the floor at the coarsest step: nothing to measure
         ([1.0, 2.0, 2.0], False),  # at the floor, and finer steps drift more: measured, and bad
         ([2.0, 2.0, 0.5], True),  # the finest drift is at the floor: no evidence against RK4
