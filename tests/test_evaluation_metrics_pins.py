@@ -3,7 +3,6 @@ is evaluated in chunks of `batch`, physics diagnostics of a float32 rollout run 
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from qcsurrogate import State, simulate

@@ -21,7 +21,7 @@ from ..graph import CORE_REDUCING_VIEWS, Dependency, DependencyGraph, get_view, 
 from ..state import RHO, State
 from .base import Surrogate
 from .layers import PARCCNN
-from .normalization import Normalization, input_key
+from .normalization import input_key
 
 
 def state_dependencies(graph: DependencyGraph, target: str) -> tuple[Dependency, ...]:
