@@ -72,7 +72,7 @@ def report(sample: dict[str, list[str]], population: dict[str, list[str]], statu
            equiv: dict[str, str], seed: int) -> str:
     rows = [f"Sample: up to {max(len(v) for v in sample.values())} mutants per module, seed {seed}; "
             "every sampled mutant run against the current tests.", "",
-            "| module | mutants | sampled | killed | timeout | survived | equivalent | no tests | not run | score (95% CI) |",
+            "| module | mutants | sampled | killed | timeout | survived | equivalent | no tests | not run or hung | score (95% CI) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     pooled_k = pooled_var = total = 0.0
     survivors = []
@@ -90,7 +90,7 @@ def report(sample: dict[str, list[str]], population: dict[str, list[str]], statu
             pooled_var += N * N * p * (1 - p) / n
             total += N
         rows.append(f"| `{src}` | {N} | {len(names)} | {c['killed']} | {c['timeout']} | {c['survived']} | {eq} | "
-                    f"{c['no tests']} | {c['not checked']} | {100 * k / n if n else float('nan'):.0f}% "
+                    f"{c['no tests']} | {len(names) - k - c['survived'] - c['no tests']} | {100 * k / n if n else float('nan'):.0f}% "
                     f"({100 * lo:.0f}-{100 * hi:.0f}%) |")
     if total:
         p = pooled_k / total

@@ -101,14 +101,14 @@ def test_an_interrupted_run_writes_no_final_model_or_summary(data, tmp_path):
     assert (tmp_path / "model" / "model.json").exists() and (tmp_path / "train_summary.json").exists()
 
 
-def test_threads_setting_is_applied(data, tmp_path):
-    before = torch.get_num_threads()
-    want = 2 if before != 2 else 1
-    try:
-        make(data, tmp_path, steps=3, warmup_steps=1, threads=want).fit()
-        assert torch.get_num_threads() == want
-    finally:
-        torch.set_num_threads(before)
+@pytest.mark.parametrize("threads", [None, 3])
+def test_threads_setting_is_applied(data, tmp_path, monkeypatch, threads):
+    """`training.threads` reaches torch.set_num_threads (recorded, not applied: a real multi-threaded
+    region in a forked process, as in the mutation run, deadlocks in OpenMP)."""
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    make(data, tmp_path, steps=3, warmup_steps=1, threads=threads).fit()
+    assert calls == ([] if threads is None else [threads])
 
 
 def test_progress_bar_counts_steps(data, tmp_path, capsys):
