@@ -116,3 +116,40 @@ def test_progress_bar_counts_steps(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train" in err and "3/3" in err
     assert "step/s" in err or "s/step" in err
+
+
+def test_fit_does_not_resume_unless_asked(data, tmp_path):
+    """`fit()` starts from step 0 even when an earlier run left a checkpoint; `fit(resume=True)` continues."""
+    make(data, tmp_path, checkpoint_every=2).fit(stop_after=6)
+    fresh = make(data, tmp_path, checkpoint_every=2)
+    fresh.fit(stop_after=2)
+    first = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 2 and fresh.step == 2
+    resumed = make(data, tmp_path, checkpoint_every=2)
+    resumed.fit(resume=True, stop_after=4)
+    assert resumed.step == 4 and [r["step"] for r in resumed.history][:2] == [2, 4]
+
+
+def test_summary_reports_the_last_logged_record_and_positive_rates(data, tmp_path):
+    tr = make(data, tmp_path)
+    summary = tr.fit()
+    lines = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert summary["final"] == lines[-1] and summary["final"]["step"] == tr.cfg.steps
+    assert summary["steps"] == tr.cfg.steps
+    assert all(r["samples_per_s"] > 0 for r in lines) and summary["samples_per_s"] > 0
+    # samples are batch_size per step (k = 1 throughout), so the rate is steps * batch / wall
+    assert summary["samples_per_s"] == pytest.approx(tr.cfg.steps * tr.cfg.batch_size / summary["wall_s"], rel=1e-6)
+    assert 0 <= tr.time_data <= summary["wall_s"]
+
+
+def test_each_step_reseeds_from_the_seed_and_the_step(data, tmp_path, monkeypatch):
+    """Step s draws dropout and noise from `manual_seed(seed * 7919 + s)`: distinct per seed and step,
+    and independent of what ran before (which is what makes resume exact)."""
+    seeds = []
+    real = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda s: (seeds.append(s), real(s))[1])
+    tr = make(data, tmp_path, seed=3)
+    seeds.clear()
+    for _ in range(3):
+        tr.train_step()
+    assert seeds == [3 * 7919 + s for s in range(3)]
