@@ -60,8 +60,9 @@ mutation-holstein: $(MUTMUT)
 
 # A seeded sample of N mutants per target module, each run against the current tests (~25 min on 2 cores).
 SAMPLE ?= 60
+SEED ?= 1
 mutation-sample: $(MUTMUT)
-	$(BIN)/python benchmarks/mutation_sample.py --run --per-module $(SAMPLE) --jobs $(JOBS) --output docs/mutation-sample.md
+	$(BIN)/python benchmarks/mutation_sample.py --run --per-module $(SAMPLE) --seed $(SEED) --jobs $(JOBS) --output docs/mutation-sample.md
 
 mutation-report: $(MUTMUT)
 	$(BIN)/python benchmarks/mutation_report.py --check 0.9
