@@ -5,6 +5,8 @@ Expected values are derived by hand (or by an independent cluster reference), ne
 
 from __future__ import annotations
 
+import os
+
 import inspect
 import warnings
 
@@ -179,7 +181,8 @@ def test_warning_from_code_without_module_name():
     code = compile("\n\nsystem.deep_quench()\n", "<user-script>", "exec")
     ws = _warnings_of(lambda: exec(code, {"system": system}))  # noqa: S102 -- globals without __name__ on purpose
     assert len(ws) == 1
-    assert (ws[0].filename, ws[0].lineno) == ("<user-script>", 3)
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines put their own frames in the stack
+        assert (ws[0].filename, ws[0].lineno) == ("<user-script>", 3)
 
 
 # -- self_consistent_cdw ----------------------------------------------------------------------------
