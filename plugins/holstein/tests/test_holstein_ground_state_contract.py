@@ -163,7 +163,8 @@ def test_warning_points_at_direct_caller():
     line = inspect.currentframe().f_lineno + 1
     ws = _warnings_of(lambda: system.deep_quench())
     assert len(ws) == 1
-    assert (ws[0].filename, ws[0].lineno) == (__file__, line)
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines put their own frames in the stack
+        assert (ws[0].filename, ws[0].lineno) == (__file__, line)
     assert str(ws[0].message).startswith("degenerate Fermi level in deep_quench (L=8, periodic, g=0, N=4): levels 3..4")
 
 
@@ -172,7 +173,8 @@ def test_warning_points_at_caller_of_initial_state():
     line = inspect.currentframe().f_lineno + 1
     ws = _warnings_of(lambda: system.initial_state("deep_quench"))
     assert len(ws) == 1
-    assert (ws[0].filename, ws[0].lineno) == (__file__, line)
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines put their own frames in the stack
+        assert (ws[0].filename, ws[0].lineno) == (__file__, line)
 
 
 def test_warning_from_code_without_module_name():
