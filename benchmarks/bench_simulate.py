@@ -2,7 +2,7 @@
 """Throughput of `qcsurrogate.simulate` on the Holstein deep quench, side by side with two baselines.
 
 Measured: trajectories x RK steps per second (traj*steps/s) of dt = 0.08 on the deep quench to
-g = 2.0 (PHYSICS.md defaults), for
+g = 2.0 (the defaults of docs/physics.md), for
 
 * `simulate` eager (`compile=False`, complex128) and compiled (`compile=True`, real-arithmetic rhs
   fused by torch.compile; compile time reported separately, excluded from throughput), at each torch

@@ -4,7 +4,7 @@ The physics lives once, in `rhs_real`: H is real, so with rho = a + i b the von 
 splits into da/dt = [H, b], db/dt = -[H, a], which compiled solvers fuse into real kernels. `rhs`
 is derived from it, and `energy` and `hamiltonian` use the same neighbour kernels, so boundary
 conventions cannot drift apart between the flow, its conserved energy and the dense H of the
-ground states. Equations and defaults follow /work/shared/PHYSICS.md (hbar = 1, energies in t).
+ground states. Equations and defaults are documented in the repository's docs/physics.md (hbar = 1, energies in t).
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ def test_cdw_amplitude_with_default_parameters(cdw):
     assert torch.allclose(n[0::2], torch.full((4,), 0.5 + 2 * CDW_AMPLITUDE_L8, dtype=torch.float64), atol=1e-9)
 
 
-def test_amplitude_062_of_physics_notes_belongs_to_m1_convention():
-    """PHYSICS.md quotes ~0.62 for 'the defaults'; that number is the K = 0.16 (m = 1) chain. With the
+def test_amplitude_062_belongs_to_m1_convention():
+    """The ~0.62 sometimes quoted for 'the defaults' is the K = 0.16 (m = 1) chain. With the
     documented defaults K = 1, m = 6.25 the self-consistent amplitude is 0.0665 (test above)."""
     system = HolsteinChain(L=8, g=0.8, K=0.16)
     assert system.m == pytest.approx(1.0)

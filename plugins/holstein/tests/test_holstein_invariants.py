@@ -45,7 +45,7 @@ def chains_and_states(draw, max_L: int = 8, batch=(2,)):
 
 
 def dense_rhs(system: HolsteinChain, state: State) -> State:
-    """-i[H, rho] with the dense H, and Newton's equations written out from PHYSICS.md."""
+    """-i[H, rho] with the dense H, and Newton's equations written out from docs/physics.md."""
     p = system.params
     H = system.hamiltonian(state["Q"]).to(state.rho.dtype)
     n = torch.diagonal(state.rho, dim1=-2, dim2=-1).real

@@ -55,7 +55,7 @@ def test_deep_quench_argument_errors_name_the_argument(kwargs, key):
 
 @pytest.mark.slow
 def test_paper_deep_quench_g2_is_stable_over_2500_steps():
-    """PHYSICS.md: with K = 1, m = 6.25 the g = 2 deep quench at dt = 0.08 keeps |Q| < ~1.5 and its energy."""
+    """docs/physics.md: with K = 1, m = 6.25 the g = 2 deep quench at dt = 0.08 keeps |Q| < ~1.5 and its energy."""
     system = HolsteinChain(L=8, g=2.0)
     traj = simulate(system, system.initial_state("deep_quench", n_traj=2, seed=0), dt=0.08, n_steps=2500, save_every=25)
     assert torch.isfinite(traj["Q"]).all()
