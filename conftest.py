@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -24,8 +25,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def pytest_collection_modifyitems(config, items):
     """With dynamo disabled (the mutation run) torch.compile is a no-op: skip tests about compilation itself."""
-    import pytest
-
     if os.environ.get("TORCHDYNAMO_DISABLE", "") not in ("", "0"):
         skip = pytest.mark.skip(reason="TORCHDYNAMO_DISABLE is set: nothing is compiled")
         for item in items:

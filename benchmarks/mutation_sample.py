@@ -12,7 +12,6 @@ the mutants once (`make mutation` or `make mutation-sample` does that):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -22,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutation_report import TARGETS, classify, equivalents, is_target  # noqa: E402
+from mutation_report import TARGETS, equivalents, is_target, load  # noqa: E402
 
 Z95 = 1.959964
 REFRESH = "qcsurrogate.state.xǁStateǁ__repr__*"
@@ -42,19 +41,12 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 def all_mutants(root: Path) -> dict[str, list[str]]:
     """{source file: sorted mutant names} from mutmut's metadata."""
-    out = {}
-    base = root / "mutants"
-    for meta in sorted(base.rglob("*.py.meta")):
-        src = str(meta.relative_to(base))[: -len(".meta")]
-        out[src] = sorted(json.loads(meta.read_text())["exit_code_by_key"])
-    return out
+    return {src: sorted(muts) for src, muts in load(root).items()}
 
 
 def statuses(root: Path) -> dict[str, str]:
-    out = {}
-    for meta in (root / "mutants").rglob("*.py.meta"):
-        out.update({k: classify(v) for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()})
-    return out
+    """{mutant name: status} over every mutated file."""
+    return {name: status for muts in load(root).values() for name, status in muts.items()}
 
 
 def draw(mutants: dict[str, list[str]], per_module: int, seed: int, targets: tuple[str, ...]) -> dict[str, list[str]]:
