@@ -1,4 +1,8 @@
-"""`qcsurrogate run | train | evaluate | plot`: the surrogate pipeline's stages as subcommands."""
+"""`qcsurrogate run | train | evaluate | plot | status`: the surrogate pipeline's stages as subcommands.
+
+Every command asks the same `Run` (qcsurrogate.pipeline.runner) which stages are current, so they
+agree on what a run directory already has.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +18,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="override the config's device ('auto', 'cpu', 'cuda:0', ...)")
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
+def _training_args(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--no-resume", dest="resume", action="store_false",
-                   help="ignore existing checkpoints and train from scratch")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", dest="policy", action="store_const", const="resume",
+                   help="insist on continuing from the latest checkpoint (an error if its inputs changed)")
+    g.add_argument("--restart", "--no-resume", dest="policy", action="store_const", const="restart",
+                   help="discard earlier training and train from scratch")
+    p.set_defaults(policy="auto")
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
+def _redo_args(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run directory")
+    p.add_argument("--force", action="store_true", help="redo the stage even if it is current")
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", type=Path, help="a run directory (its config.yaml is used) or a run config")
+    p.add_argument("-o", "--output", type=Path, default=None, help="run directory, with a config as target")
 
 
 def _config(args: argparse.Namespace):
@@ -33,73 +46,73 @@ def _config(args: argparse.Namespace):
     update = {}
     if args.output is not None:
         update["output_dir"] = args.output
-    if args.device is not None:
+    if getattr(args, "device", None) is not None:
         update["device"] = args.device
     return cfg.model_copy(update=update)
 
 
-def _setup(args: argparse.Namespace):
-    """Config plus its run directory, with the resolved config written there (single stages)."""
-    from .pipeline import RunDir, write_resolved_config
+def _stage_run(args: argparse.Namespace):
+    from .pipeline import Run
 
-    cfg = _config(args)
-    run = RunDir(cfg.output_dir)
-    write_resolved_config(cfg, run)
-    return cfg, run
+    run = Run(_config(args))
+    run.write_config()
+    return run
 
 
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
-    run_pipeline(_config(args), resume=args.resume)  # writes the resolved config itself
+    run_pipeline(_config(args), policy=args.policy)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .pipeline import generate_data, train_stage
+    from . import distributed
 
-    cfg, run = _setup(args)
-    train_stage(cfg, run, generate_data(cfg, run), resume=args.resume)
+    cfg = _config(args)
+    distributed.init_from_env(cfg.device)
+    run = _stage_run(args)
+    run.ensure_data()
+    run.ensure_split()
+    run.ensure_all_trained(args.policy)
     return 0
 
 
-def _data_path(cfg, run) -> Path:
-    from .pipeline import data_hash
-
-    path = run.root / "data" / f"{data_hash(cfg.data)}.h5"
-    if not path.exists():
-        raise FileNotFoundError(f"no ground truth for this config in {run.root}; run `qcsurrogate train` or `run` first")
-    return path
-
-
-def _need_model(run) -> None:
-    if not (run.root / "model" / "model.safetensors").exists():
-        raise FileNotFoundError(f"no trained model in {run.root / 'model'}; run `qcsurrogate train` first")
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from .pipeline import evaluate_stage
-
-    cfg, run = _setup(args)
-    _need_model(run)
-    evaluate_stage(cfg, run, _data_path(cfg, run))
+    _stage_run(args).ensure_evaluated(force=args.force)
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .pipeline import plot_stage
+    _stage_run(args).ensure_plotted(force=args.force)
+    return 0
 
-    cfg, run = _setup(args)
-    _need_model(run)
-    if not (run.root / "metrics.json").exists():
-        raise FileNotFoundError(f"no metrics.json in {run.root}; run `qcsurrogate evaluate` first")
-    plot_stage(cfg, run, _data_path(cfg, run))
+
+def _status(args: argparse.Namespace) -> int:
+    from .pipeline import Run, load_run_config
+
+    target: Path = args.target
+    if target.is_dir():
+        cfg_path = target / "config.yaml"
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"{target} has no config.yaml: not a run directory (or give the run config)")
+        cfg = load_run_config(cfg_path).model_copy(update={"output_dir": target})
+    else:
+        cfg = load_run_config(target)
+    if args.output is not None:
+        cfg = cfg.model_copy(update={"output_dir": args.output})
+    run = Run(cfg, echo=False)
+    print(f"run '{cfg.name}' in {run.layout.root}")
+    for line in run.status_lines():
+        print("  " + line)
     return 0
 
 
 PIPELINE_COMMANDS = (
-    Command("run", "generate data, train, evaluate and plot, all from one run config", _run_args, _run),
-    Command("train", "generate (or reuse) the data and train the surrogate(s)", _train_args, _train),
-    Command("evaluate", "evaluate trained surrogate(s) on held-out trajectories -> metrics.json", _common, _evaluate),
-    Command("plot", "redraw the figures of an evaluated run", _common, _plot),
+    Command("run", "generate data, train, evaluate and plot, all from one run config (keeps what is current)",
+            _training_args, _run),
+    Command("train", "generate (or reuse) the data and train the surrogate(s)", _training_args, _train),
+    Command("evaluate", "evaluate trained surrogate(s) on held-out trajectories -> metrics.json", _redo_args, _evaluate),
+    Command("plot", "redraw the figures of an evaluated run", _redo_args, _plot),
+    Command("status", "show each stage of a run directory: current, stale or missing, and why", _status_args, _status),
 )

@@ -21,7 +21,8 @@ TINY = {
     "split": {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 0},
     "model": {"width": 8, "bilinear_inputs": True, "linear_skip": True, "init": "lstsq", "integrator_inputs": "state"},
     "training": {"steps": 6, "batch_size": 8, "warmup_steps": 1, "log_every": 2, "val_every": 3, "checkpoint_every": 3},
-    "evaluation": {"horizon": 8, "starts": [0, 10], "baselines": ["persistence", "cnn"], "figure_snapshots": 3},
+    "baselines": ["cnn"],
+    "evaluation": {"horizon": 8, "starts": [0, 10], "baselines": ["persistence"], "figure_snapshots": 3},
 }
 
 
@@ -61,7 +62,7 @@ def test_run_end_to_end_writes_everything(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert "reusing ground truth" in out and "skipping training" in out
+    assert "reusing ground truth" in out and "train:model is current" in out and "evaluation is current" in out
     assert json.loads((run / "metrics.json").read_text())["next_step"] == metrics["next_step"]
 
 

@@ -1,0 +1,110 @@
+"""The one place that decides, per stage, what a run needs and whether the run directory has it.
+
+Stages in data-flow order::
+
+    data -> split -> normalization -> train:<label> ... -> evaluate -> plot
+
+Each stage's inputs are the config sections it reads and the artifact digests of the stages it reads
+from. A stage is current when everything upstream is current, its recorded inputs equal the ones the
+config implies now, and its files are intact; otherwise it is stale (made from other inputs, or
+modified) or missing, and the reason says which input changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..config import DataConfig
+from ..training.trainer import TrainConfig
+from .config import RunConfig
+from .layout import PRIMARY
+from .ledger import Ledger, Status, config_digest
+
+OPERATIONAL_TRAINING_FIELDS = frozenset(
+    {"threads", "progress", "log_every", "val_every", "checkpoint_every", "keep_checkpoints"}
+)
+"""Training settings that change how a run is watched or saved, never the weights it produces."""
+
+FIGURE_ONLY_EVALUATION_FIELDS = frozenset({"figure_snapshots"})
+
+
+def data_hash(data: DataConfig) -> str:
+    """The key of a data config: the name of its trajectory file in `data/`."""
+    blob = json.dumps(data.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def training_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """The training settings that determine the trained weights."""
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in OPERATIONAL_TRAINING_FIELDS}
+
+
+def train_stage(label: str) -> str:
+    return f"train:{label}"
+
+
+class Plan:
+    """Inputs and upstream of every stage of one run config, judged against one run directory's ledger."""
+
+    def __init__(self, cfg: RunConfig, ledger: Ledger) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.labels = list(cfg.model_configs())
+
+    @property
+    def stages(self) -> list[str]:
+        return ["data", "split", "normalization", *(train_stage(x) for x in self.labels), "evaluate", "plot"]
+
+    def upstream(self, stage: str) -> list[str]:
+        if stage == "data":
+            return []
+        if stage == "split":
+            return ["data"]
+        if stage == "normalization":
+            return ["data", "split"]
+        if stage.startswith("train:"):
+            return ["data", "split", "normalization"]
+        if stage == "evaluate":
+            return ["data", "split", *(train_stage(x) for x in self.labels)]
+        if stage == "plot":
+            return ["data", "split", train_stage(PRIMARY), "evaluate"]
+        raise KeyError(f"unknown stage '{stage}'; stages: {self.stages}")
+
+    def inputs(self, stage: str) -> dict[str, str]:
+        """Digest of every input of `stage`: config sections by name, upstream artifacts by stage name."""
+        cfg = self.cfg
+        own: dict[str, Any]
+        if stage == "data":
+            own = {"data_config": cfg.data.model_dump(mode="json")}
+        elif stage == "split":
+            own = {"split_config": cfg.split.model_dump(mode="json")}
+        elif stage == "normalization":
+            own = {"window": cfg.training.rollout.max_steps}  # the sampler's stride depends on it
+        elif stage.startswith("train:"):
+            label = stage.split(":", 1)[1]
+            own = {"model_config": cfg.model_configs()[label].model_dump(mode="json"),
+                   "training": training_identity(cfg.training)}
+        elif stage == "evaluate":
+            ev = cfg.evaluation.model_dump(mode="json")
+            own = {"evaluation": {k: v for k, v in ev.items() if k not in FIGURE_ONLY_EVALUATION_FIELDS}}
+        elif stage == "plot":
+            own = {"figures": {"name": cfg.name, "model": cfg.model.name,
+                               "figure_snapshots": cfg.evaluation.figure_snapshots}}
+        else:
+            raise KeyError(f"unknown stage '{stage}'; stages: {self.stages}")
+        out = {k: config_digest(v) for k, v in own.items()}
+        out.update({u: self.ledger.digest(u) for u in self.upstream(stage)})
+        return out
+
+    def status(self, stage: str) -> Status:
+        for up in self.upstream(stage):
+            s = self.status(up)
+            if s.state != "current":
+                has_record = self.ledger.recorded_inputs(stage) is not None
+                return Status(stage, "stale" if has_record else "missing", f"upstream {up} is {s.state}")
+        return self.ledger.status(stage, self.inputs(stage))
+
+    def statuses(self) -> list[Status]:
+        return [self.status(s) for s in self.stages]

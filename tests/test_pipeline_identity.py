@@ -1,0 +1,189 @@
+"""Run identity: every change to a config redoes exactly the stages downstream of it, and nothing else.
+
+Which stages a run redid is read from the ledger (`stages.json`): a redone stage rewrites its files,
+so their recorded mtimes change; a kept stage's record is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from qcsurrogate.cli import main
+
+from test_pipeline import TINY
+
+pytestmark = pytest.mark.usefixtures("toy_registered")
+
+ALL = {"data", "split", "normalization", "train:model", "train:cnn", "evaluate", "plot"}
+TRAINED = {"train:model", "train:cnn", "evaluate", "plot"}
+
+
+def _cfg(tmp_path, change=None):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["output_dir"] = str(tmp_path / "run")
+    cfg["training"]["steps"] = 3
+    cfg["training"]["checkpoint_every"] = 2
+    if change:
+        change(cfg)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _ledger(tmp_path):
+    return json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
+
+
+def _redone(before, after):
+    def stamp(rec):
+        return {rel: fp["mtime_ns"] for rel, fp in rec["outputs"].items()}, rec["inputs"]
+
+    return {s for s in after if s not in before or stamp(before[s]) != stamp(after[s])}
+
+
+def _setitem(path, value):
+    def change(cfg):
+        node = cfg
+        *head, last = path.split(".")
+        for k in head:
+            node = node[k]
+        node[last] = value
+
+    return change
+
+
+CHANGES = [
+    # the bug that started it: only a System parameter changes (the toy's c here; Holstein's g in the plugin's tests)
+    ("data.system.params", {"L": 4, "c": 0.3}, ALL),
+    ("data.scenario.kwargs", {"seed": 1, "n_traj": 4}, ALL),
+    ("split.seed", 1, ALL - {"data"}),
+    ("model.width", 12, TRAINED),
+    ("training.lr", 5e-4, TRAINED),
+    ("training.rollout", {"max_steps": 2, "start_fraction": 0.5}, ALL - {"data", "split"}),
+    ("evaluation.horizon", 6, {"evaluate", "plot"}),
+    ("evaluation.figure_snapshots", 4, {"plot"}),
+    ("name", "renamed", {"plot"}),
+    ("training.log_every", 1, set()),  # how a run is watched never invalidates what it made
+    ("training.threads", 1, set()),
+    ("description", "same run, new words", set()),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), CHANGES, ids=[c[0] for c in CHANGES])
+def test_each_change_redoes_exactly_its_downstream_stages(tmp_path, key, value, expected, capsys):
+    assert main(["run", str(_cfg(tmp_path))]) == 0
+    first = _ledger(tmp_path)
+    assert set(first) == ALL and all(r["finished"] for r in first.values())
+    metrics_before = json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+    capsys.readouterr()
+    assert main(["run", str(_cfg(tmp_path, _setitem(key, value)))]) == 0
+    log = capsys.readouterr().out
+    assert _redone(first, _ledger(tmp_path)) == expected
+    for stage in expected - {"data", "split", "normalization"}:
+        assert f"{stage} is stale" in log or (stage == "plot" and "evaluate is stale" in log) or \
+               (stage.startswith("train:") and "training from scratch" in log)
+    if "evaluate" not in expected:
+        assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics_before
+
+
+def test_unchanged_rerun_redoes_nothing_and_status_says_current(tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    assert main(["status", str(cfg)]) == 0
+    assert [ln.split()[1] for ln in capsys.readouterr().out.splitlines()[1:]] == ["missing"] * len(ALL)
+    assert not (tmp_path / "run").exists()  # asking never writes
+    assert main(["run", str(cfg)]) == 0
+    first = _ledger(tmp_path)
+    assert main(["run", str(cfg)]) == 0
+    assert _redone(first, _ledger(tmp_path)) == set()
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "run")]) == 0
+    assert [ln.split()[1] for ln in capsys.readouterr().out.splitlines()[1:]] == ["current"] * len(ALL)
+
+
+def test_status_names_the_changed_input(tmp_path, capsys):
+    assert main(["run", str(_cfg(tmp_path))]) == 0
+    capsys.readouterr()
+    assert main(["status", str(_cfg(tmp_path, _setitem("training.lr", 5e-4)))]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert "current" in lines["data"] and "current" in lines["normalization"]
+    assert "stale" in lines["train:model"] and "changed: training" in lines["train:model"]
+    assert "stale" in lines["evaluate"] and "upstream train:model is stale" in lines["evaluate"]
+
+
+def test_a_modified_artifact_is_stale(tmp_path, capsys):
+    assert main(["run", str(_cfg(tmp_path))]) == 0
+    metrics = tmp_path / "run" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"horizon": 8', '"horizon": 7'))
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "metrics.json was modified after it was written" in out
+    # a touched but unchanged file stays current (the content hash decides)
+    split = tmp_path / "run" / "split.json"
+    split.write_text(split.read_text())
+    assert main(["status", str(tmp_path / "run")]) == 0
+    assert [ln for ln in capsys.readouterr().out.splitlines() if ln.split()[0] == "split"][0].split()[1] == "current"
+
+
+def _interrupted_training(tmp_path, steps=6, stop_after=2):
+    """Train 'model' for `stop_after` of `steps` steps, as a killed run leaves it."""
+    from qcsurrogate.pipeline import Run, load_run_config
+
+    run = Run(load_run_config(_cfg(tmp_path, _setitem("training.steps", steps))), echo=False)
+    run.ensure_data()
+    run.ensure_split()
+    run.ensure_trained("model", stop_after=stop_after)
+    return tmp_path / "run"
+
+
+def test_interrupted_training_resumes_when_inputs_match(tmp_path, capsys):
+    run = _interrupted_training(tmp_path)
+    assert not (run / "model").exists() and (run / "checkpoints" / "latest.json").exists()
+    assert main(["train", str(_cfg(tmp_path, _setitem("training.steps", 6))), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "step-00000002" in out
+    assert (run / "model" / "model.safetensors").exists()
+
+
+def test_resume_across_a_changed_input_is_an_error_naming_it(tmp_path, capsys):
+    run = _interrupted_training(tmp_path)
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    changed = _cfg(tmp_path, lambda c: (_setitem("training.steps", 6)(c), _setitem("model.width", 12)(c)))
+    capsys.readouterr()
+    assert main(["train", str(changed), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume train:model" in err and "changed: model_config" in err and "Traceback" not in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ckpts  # the refusal deleted nothing
+    # without --resume the same change is redone from scratch, with the reason in the log
+    assert main(["train", str(changed)]) == 0
+    assert "made from other inputs (changed: model_config); training from scratch" in capsys.readouterr().out
+
+
+def test_train_on_a_finished_run_keeps_it_and_restart_retrains(tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    assert main(["train", str(cfg)]) == 0
+    before = _ledger(tmp_path)
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "train:model is current" in out and "samples/s" not in out
+    assert _redone(before, _ledger(tmp_path)) == set()
+    assert main(["train", str(cfg), "--restart"]) == 0
+    assert _redone(before, _ledger(tmp_path)) == {"train:model", "train:cnn"}
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path, capsys):
+    assert main(["train", str(_cfg(tmp_path)), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_train_then_evaluate_refuses_a_stale_model(tmp_path, capsys):
+    assert main(["train", str(_cfg(tmp_path))]) == 0
+    assert main(["evaluate", str(_cfg(tmp_path, _setitem("model.width", 12)))]) == 2
+    err = capsys.readouterr().err
+    assert "train:model" not in err or "stale" in err
+    assert "is stale" in err and "changed: model_config" in err
