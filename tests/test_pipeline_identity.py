@@ -187,3 +187,30 @@ def test_train_then_evaluate_refuses_a_stale_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train:model" not in err or "stale" in err
     assert "is stale" in err and "changed: model_config" in err
+
+
+def test_holstein_coupling_change_is_not_answered_by_the_old_model(tmp_path, capsys):
+    """The reported bug: only data.system.params.g changes (2.0 -> 0.3), same output directory."""
+    pytest.importorskip("qcsurrogate_holstein")
+
+    def holstein(g):
+        def change(cfg):
+            cfg["data"] = {"system": {"name": "holstein", "params": {"L": 4, "g": g}},
+                           "scenario": {"name": "deep_quench", "kwargs": {"n_traj": 4, "seed": 0, "sigma": 0.1}},
+                           "simulation": {"dt": 0.1, "n_steps": 30}}
+            cfg["model"] = {"width": 8}
+            cfg["baselines"] = []
+
+        return change
+
+    assert main(["run", str(_cfg(tmp_path, holstein(2.0)))]) == 0
+    first = _ledger(tmp_path)
+    metrics_g2 = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["run", str(_cfg(tmp_path, holstein(0.3)))]) == 0
+    out = capsys.readouterr().out
+    assert "changed: data" in out and "skipping training" not in out
+    assert _redone(first, _ledger(tmp_path)) == {"data", "split", "normalization", "train:model", "evaluate", "plot"}
+    metrics_g03 = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics_g03["next_step"] != metrics_g2["next_step"]
+    assert metrics_g03["inputs"]["data"] != metrics_g2["inputs"]["data"]
