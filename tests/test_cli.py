@@ -133,3 +133,16 @@ def test_usage(capsys):
     assert "qcsurrogate" in capsys.readouterr().out
     assert main(["simulate", "--help"]) == 0
     assert set(COMMANDS) >= {"plugins", "simulate", "inspect"}
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
+    """`qcsurrogate plugins | head -1`: the reader leaving early is normal, not an error."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "qcsurrogate", "plugins", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # closed before the child writes anything (it is still importing)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
