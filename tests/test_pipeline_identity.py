@@ -214,3 +214,19 @@ def test_holstein_coupling_change_is_not_answered_by_the_old_model(tmp_path, cap
     metrics_g03 = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics_g03["next_step"] != metrics_g2["next_step"]
     assert metrics_g03["inputs"]["data"] != metrics_g2["inputs"]["data"]
+
+
+def test_every_stage_uses_the_configured_threads_and_records_them(tmp_path, monkeypatch):
+    import qcsurrogate.device as device
+
+    calls = []
+    monkeypatch.setattr(device.torch, "set_num_threads", lambda n: calls.append(n))
+    cfg = _cfg(tmp_path, _setitem("training.threads", 1))
+    assert main(["train", str(cfg)]) == 0
+    n_train = len(calls)
+    assert main(["evaluate", str(cfg)]) == 0
+    assert main(["plot", str(cfg), "--force"]) == 0
+    assert n_train >= 1 and calls[n_train:] and set(calls) == {1}  # evaluate and plot set them too
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["computed_with"]["threads"] == device.torch.get_num_threads()
+    assert metrics["computed_with"]["device"] == "cpu"
