@@ -271,3 +271,20 @@ def test_snapshot_fields_wrap_around_a_short_colour_cycle(tmp_path, captured):
     (fig,) = captured
     lines = fig.axes[0].get_lines()
     assert [ln.get_color() for ln in lines] == [c for c in ["red", "green", "blue", "red", "green"] for _ in (0, 1)]
+
+
+@pytest.mark.parametrize("blow_up, cut", [(10.0, False), (1e6, True), (float("nan"), True)])
+def test_observables_figure_keeps_a_diverging_surrogate_from_flattening_the_truth(tmp_path, captured, blow_up, cut):
+    true, pred = rollout(0), rollout(0)
+    pred.fields["X"] = pred["X"].clone()
+    pred.fields["X"][-1] = blow_up * pred["X"][-1].abs().max()  # the last snapshot runs away
+    figures.observables_figure(_ScalarsOnly(L=L), true, pred, 0.5, tmp_path / "o.png")
+    (fig,) = captured
+    (ax,) = fig.axes
+    s = true["X"].sum(-1).numpy()
+    if cut:
+        span = s.max() - s.min()
+        assert ax.get_ylim() == pytest.approx((s.min() - span, s.max() + span))
+        assert [t.get_text() for t in ax.texts] == ["surrogate leaves the axes (diverging)"]
+    else:  # ~20 times off is a bad surrogate, not a diverging one: drawn in full
+        assert ax.get_ylim()[1] >= float(pred["X"][-1].sum()) and len(ax.texts) == 0

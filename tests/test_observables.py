@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from toy_system import ToySystem
 
 from qcsurrogate import State
 from qcsurrogate.observables import (
@@ -25,7 +26,6 @@ from qcsurrogate.observables import (
     structure_factor,
     wavevectors,
 )
-from toy_system import ToySystem
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 fields = arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(2, 9)), elements=finite)
@@ -114,7 +114,7 @@ def test_structure_factor_batches_over_leading_axes_and_keeps_precision():
 
 # -- the declaration --------------------------------------------------------------------------------
 def test_observable_checks_its_declaration():
-    f = lambda s: s["X"].sum(-1)  # noqa: E731
+    f = lambda s: s["X"].sum(-1)
     with pytest.raises(ValueError, match="needs its axis values"):
         Observable("S", f, kind="spectrum")
     with pytest.raises(ValueError, match="takes no axis"):

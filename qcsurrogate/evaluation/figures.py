@@ -139,7 +139,22 @@ def observables_figure(system: System, true: State, pred: State, dt: float, path
             ax.set_title(o.name, fontsize=9)
             for c in range(1, ncols):
                 axes[r, c].set_visible(False)
+        _clip_to_truth(ax, yt[:, k] if o.kind == "spectrum" else yt, yp[:, k] if o.kind == "spectrum" else yp)
         ax.set_xlabel("t")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _clip_to_truth(ax, yt: np.ndarray, yp: np.ndarray, factor: float = 100.0) -> None:
+    """A diverging surrogate (beyond `factor` times the truth's largest magnitude) would flatten the truth:
+    keep the axis on the truth's range, padded by its span, and say that curves leave it."""
+    ft, fp = yt[np.isfinite(yt)], yp[np.isfinite(yp)]
+    if not ft.size:
+        return
+    big = float(max(np.abs(ft).max(), 1e-300))
+    if (fp.size and np.abs(fp).max() > factor * big) or fp.size < yp.size:
+        lo, hi = float(ft.min()), float(ft.max())
+        pad = max(hi - lo, 0.1 * big)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.text(0.02, 0.02, "surrogate leaves the axes (diverging)", transform=ax.transAxes, fontsize=7)

@@ -9,11 +9,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from qcsurrogate_holstein import DegenerateFermiLevelWarning, HolsteinChain, observables
 
 from qcsurrogate import simulate
 from qcsurrogate.evaluation.metrics import observable_diagnostics
 from qcsurrogate.observables import structure_factor, wavevectors
-from qcsurrogate_holstein import DegenerateFermiLevelWarning, HolsteinChain, observables
 
 CDW_AMPLITUDE_L8 = 0.0664755585285  # staggered mean of Q, L = 8, g_i = 0.5, K = 1 (test_holstein_ground_state.py)
 
@@ -22,7 +22,7 @@ def random_states(L: int, n: int = 5, seed: int = 0):
     rng = np.random.default_rng(seed)
     Q, P = rng.normal(size=(n, L)), rng.normal(size=(n, L))
     A = rng.normal(size=(n, L, L)) + 1j * rng.normal(size=(n, L, L))
-    w, U = np.linalg.eigh(A + np.conj(np.swapaxes(A, -1, -2)))
+    _, U = np.linalg.eigh(A + np.conj(np.swapaxes(A, -1, -2)))
     occ = rng.uniform(0, 1, size=(n, L))  # a mixed state with a random spectrum in [0, 1]
     rho = (U * occ[:, None, :]) @ np.conj(np.swapaxes(U, -1, -2))
     return HolsteinChain(L=L).from_arrays(Q, P, rho)
