@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .graph import DependencyGraph
+from .observables import Observable, default_observables
 from .state import State
 
 Boundary = Literal["periodic", "open"]
@@ -99,6 +100,16 @@ class System(ABC):
         """
         d = self.rhs(State._raw(dict(fields), torch.complex(rho_re, rho_im)))
         return d.fields, d.rho.real, d.rho.imag
+
+    # -- observables ----------------------------------------------------------------------------
+    def observables(self) -> tuple[Observable, ...]:
+        """The named physical observables that diagnostics and figures report (see `qcsurrogate.observables`).
+
+        The default is the static structure factor `S_<field>(q)` of every classical field over
+        q = 2 pi k / L, k = 0 .. L // 2: honest for any 1D lattice, but not an order parameter.
+        Override it to declare the System's own (and return the defaults too if they are wanted).
+        """
+        return default_observables(self)
 
     # -- scenarios ------------------------------------------------------------------------------
     @classmethod

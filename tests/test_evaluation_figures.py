@@ -3,16 +3,15 @@ the PNG files written. The Figure objects are inspected (captured when the modul
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toy_system import ToySystem
 
 from qcsurrogate.evaluation import figures
-from qcsurrogate.evaluation.metrics import staggered_mean
+from qcsurrogate.observables import Observable, structure_factor, wavevectors
 from qcsurrogate.state import State
 
 L, N_TIME = 4, 6
@@ -170,28 +169,88 @@ def test_rmse_window_figure_cycles_four_line_styles(tmp_path, captured):
     assert [ln.get_linestyle() for ln in lines] == ["-", "--", ":", "-.", "-"]
 
 
-# -- order parameter --------------------------------------------------------------------------------
-@pytest.mark.parametrize("field", [None, "V"])
-def test_order_parameter_figure_plots_staggered_means_against_time(tmp_path, captured, field):
-    true, pred = rollout(0), rollout(1)
-    pred = pred.to(dtype=torch.float32)
-    path = tmp_path / "x" / "order.png"
-    assert_png_written(path, figures.order_parameter_figure(true, pred, 0.25, path, field=field))
-    name = field or "X"  # default: the first field
+# -- observables ------------------------------------------------------------------------------------
+class _Declaring(ToySystem):
+    """The toy's default structure factors S_X(q), S_V(q) plus one scalar with a unit."""
+
+    def observables(self):
+        return (*super().observables(), Observable("X_sum", lambda s: s["X"].sum(-1), label="sum of X", unit="a.u."))
+
+
+class _ScalarsOnly(ToySystem):
+    def observables(self):
+        return (Observable("X_sum", lambda s: s["X"].sum(-1)),)
+
+
+class _Silent(ToySystem):
+    def observables(self):
+        return ()
+
+
+def wave_rollout(seed: int, scale: float = 1.0) -> State:
+    """A rollout whose X is a growing q = pi/2 wave (plus noise): S_X peaks at pi/2, whatever the seed."""
+    r = rollout(seed, scale)
+    j, t = torch.arange(L, dtype=torch.float64), torch.arange(N_TIME, dtype=torch.float64)
+    X = (1 + 0.2 * t)[:, None] * torch.cos(torch.pi / 2 * j) + 0.05 * r["X"]
+    return State._raw({"X": X, "V": r["V"]}, r.rho)
+
+
+def test_observables_figure_plots_spectra_at_the_truths_dominant_q_and_scalars(tmp_path, captured):
+    system = _Declaring(L=L)
+    true, pred = wave_rollout(0), wave_rollout(1, scale=2.0).to(dtype=torch.float32)
+    pred.fields["X"] = 1.5 * pred["X"]  # a surrogate that overshoots the wave's amplitude
+    path = tmp_path / "figs" / "observables.png"
+    assert_png_written(path, figures.observables_figure(system, true, pred, 0.25, path, t0=2.0))
+    (fig,) = captured
+    grid = np.array(fig.axes[:9]).reshape(3, 3)
+    assert len(fig.axes) == 9 + 2  # and one colour bar per spectrum row
+    t = 2.0 + 0.25 * np.arange(N_TIME)
+    q = np.array(wavevectors(L))
+    # row 0: S_X at its dominant q = pi/2 (index 1 of q = 0, pi/2, pi)
+    ax = grid[0, 0]
+    tl, pl = ax.get_lines()
+    assert (tl.get_label(), pl.get_label()) == ("truth (RK4), q = π/2", "surrogate, q = π/2")
+    assert (tl.get_linestyle(), pl.get_linestyle()) == ("-", "--")
+    S_true = structure_factor(true["X"], q).numpy()
+    S_pred = structure_factor(pred["X"].double(), q).numpy()
+    np.testing.assert_allclose(tl.get_xdata(), t, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(tl.get_ydata(), S_true[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(pl.get_ydata(), S_pred[:, 1], rtol=1e-12)
+    assert not np.allclose(tl.get_ydata(), pl.get_ydata())
+    assert ax.get_xlabel() == "t" and ax.get_ylabel() == "S_X(q) at q = π/2"
+    assert "dominant q = π/2" in ax.get_title()
+    assert [tx.get_text() for tx in ax.get_legend().get_texts()] == ["truth (RK4), q = π/2", "surrogate, q = π/2"]
+    # q-t heat maps of truth and surrogate, one colour scale (the truth's largest entry)
+    for c, S in ((1, S_true), (2, S_pred)):
+        (mesh,) = grid[0, c].collections
+        np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(len(q), N_TIME), S.T, rtol=1e-12)
+        assert mesh.get_clim() == pytest.approx((0.0, S_true.max()))
+        assert grid[0, c].get_xlabel() == "t" and grid[0, c].get_ylabel() == "q / π"
+    assert [grid[0, c].get_title() for c in (1, 2)] == ["S_X(q) truth", "S_X(q) surrogate"]
+    # row 1: V is noise, its label names whichever q dominates its own truth
+    kV = int(np.argmax(structure_factor(true["V"], q).numpy().mean(0)))
+    assert grid[1, 0].get_lines()[0].get_label() == f"truth (RK4), q = {['0', 'π/2', 'π'][kV]}"
+    # row 2: the scalar, with its unit; no heat maps
+    sl, spl = grid[2, 0].get_lines()
+    np.testing.assert_allclose(sl.get_ydata(), true["X"].sum(-1).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(spl.get_ydata(), pred["X"].double().sum(-1).numpy(), rtol=1e-6)
+    assert (sl.get_label(), spl.get_label()) == ("truth (RK4)", "surrogate")
+    assert grid[2, 0].get_ylabel() == "sum of X [a.u.]" and grid[2, 0].get_title() == "X_sum"
+    assert not grid[2, 1].get_visible() and not grid[2, 2].get_visible()
+
+
+def test_observables_figure_of_scalars_only_has_one_column(tmp_path, captured):
+    figures.observables_figure(_ScalarsOnly(L=L), rollout(0), rollout(1), 0.5, tmp_path / "o.png")
     (fig,) = captured
     (ax,) = fig.axes
-    tl, pl = ax.get_lines()
-    assert (tl.get_label(), pl.get_label()) == ("truth (RK4)", "surrogate")
-    assert (tl.get_linestyle(), pl.get_linestyle()) == ("-", "--")
-    t = 0.25 * np.arange(N_TIME)
-    np.testing.assert_allclose(tl.get_xdata(), t, rtol=0, atol=0)
-    np.testing.assert_allclose(pl.get_xdata(), t, rtol=0, atol=0)
-    np.testing.assert_allclose(tl.get_ydata(), staggered_mean(true[name]).numpy(), rtol=1e-15)
-    np.testing.assert_allclose(pl.get_ydata(), staggered_mean(pred[name].double()).numpy(), rtol=1e-15)
-    assert ax.get_xlabel() == "t" and ax.get_ylabel() == f"staggered mean of {name}"
-    assert [tx.get_text() for tx in ax.get_legend().get_texts()] == ["truth (RK4)", "surrogate"]
-    assert any(gl.get_visible() for gl in ax.yaxis.get_gridlines())
-    assert not math.isclose(float(tl.get_ydata()[0]), float(pl.get_ydata()[0]))  # two different rollouts
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), 0.5 * np.arange(N_TIME))  # t0 defaults to 0
+    assert ax.get_ylabel() == "X_sum"  # the label defaults to the name; no unit, no brackets
+
+
+def test_observables_figure_needs_a_declared_observable(tmp_path):
+    with pytest.raises(ValueError, match="system 'toy' declares no observables to plot"):
+        figures.observables_figure(_Silent(L=L), rollout(0), rollout(1), 0.5, tmp_path / "o.png")
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_snapshot_figure_without_title_has_none(tmp_path, captured):
@@ -212,3 +271,20 @@ def test_snapshot_fields_wrap_around_a_short_colour_cycle(tmp_path, captured):
     (fig,) = captured
     lines = fig.axes[0].get_lines()
     assert [ln.get_color() for ln in lines] == [c for c in ["red", "green", "blue", "red", "green"] for _ in (0, 1)]
+
+
+@pytest.mark.parametrize("blow_up, cut", [(10.0, False), (1e6, True), (float("nan"), True)])
+def test_observables_figure_keeps_a_diverging_surrogate_from_flattening_the_truth(tmp_path, captured, blow_up, cut):
+    true, pred = rollout(0), rollout(0)
+    pred.fields["X"] = pred["X"].clone()
+    pred.fields["X"][-1] = blow_up * pred["X"][-1].abs().max()  # the last snapshot runs away
+    figures.observables_figure(_ScalarsOnly(L=L), true, pred, 0.5, tmp_path / "o.png")
+    (fig,) = captured
+    (ax,) = fig.axes
+    s = true["X"].sum(-1).numpy()
+    if cut:
+        span = s.max() - s.min()
+        assert ax.get_ylim() == pytest.approx((s.min() - span, s.max() + span))
+        assert [t.get_text() for t in ax.texts] == ["surrogate leaves the axes (diverging)"]
+    else:  # ~20 times off is a bad surrogate, not a diverging one: drawn in full
+        assert ax.get_ylim()[1] >= float(pred["X"][-1].sum()) and len(ax.texts) == 0

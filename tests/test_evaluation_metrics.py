@@ -1,5 +1,5 @@
 """Metrics against hand-computed values: energy drifts relative to max(|E0|, 1), final vs max drift, the truth's
-own drift, staggered-mean RMSE, rollout start-time edges, per-sample shapes and strict-JSON conversion."""
+own drift, the RMSE of declared observables, rollout start-time edges, per-sample shapes and strict-JSON conversion."""
 
 from __future__ import annotations
 
@@ -17,15 +17,21 @@ from qcsurrogate.evaluation.metrics import (
     physics_diagnostics,
     rmse_per_sample,
     rollout_rmse,
-    staggered_mean,
 )
+from qcsurrogate.observables import Observable, structure_factor, wavevectors
 
 
 class _Energy:
-    """E = sum_i Q_i (linear, so drifts are easy to compute by hand)."""
+    """E = sum_i Q_i (linear, so drifts are easy to compute by hand); declares the observables it is given."""
+
+    def __init__(self, *observables: Observable) -> None:
+        self._observables = observables
 
     def energy(self, s):
         return s["Q"].sum(-1)
+
+    def observables(self):
+        return self._observables
 
 
 def rollout(Q: list[list[float]], L: int = 2) -> State:
@@ -47,7 +53,7 @@ def test_energy_drifts_are_relative_to_max_abs_e0_and_one(e0, scale):
     assert d["trace_error_max"] == 0 and d["hermiticity_error_max"] == 0
 
 
-def test_staggered_rmse_compares_order_parameters_over_time_and_batch():
+def test_scalar_observable_rmse_is_over_time_and_batch():
     L = 4
     sign = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
     amp_true = torch.tensor([[1.0, 0.0], [0.5, 0.0]], dtype=torch.float64)  # (time, batch)
@@ -58,10 +64,49 @@ def test_staggered_rmse_compares_order_parameters_over_time_and_batch():
         x = amp[..., None] * sign
         return State._raw({"Q": x + 2.0, "P": 3.0 * x}, rho)
 
-    d = physics_diagnostics(_Energy(), state(amp_pred), state(amp_true))
-    assert d["staggered_Q_rmse"] == pytest.approx(math.sqrt((0 + 0.3**2 + 0.4**2 + 0) / 4))
-    assert d["staggered_P_rmse"] == pytest.approx(3 * math.sqrt((0.3**2 + 0.4**2) / 4))
-    assert float(staggered_mean(torch.tensor([3.0, 1.0, 3.0, 1.0, 3.0]))) == pytest.approx((3 - 1 + 3 - 1 + 3) / 5)
+    stag = [Observable(f"m_{f}", lambda s, f=f: (s[f] * sign).mean(-1)) for f in ("Q", "P")]
+    d = physics_diagnostics(_Energy(*stag), state(amp_pred), state(amp_true))
+    assert list(d["observables"]) == ["m_Q", "m_P"]
+    assert d["observables"]["m_Q"] == pytest.approx(
+        {"kind": "scalar", "rmse": math.sqrt((0 + 0.3**2 + 0.4**2 + 0) / 4), "truth_rms": math.sqrt((1 + 0.25) / 4)}
+    )
+    assert d["observables"]["m_P"]["rmse"] == pytest.approx(3 * math.sqrt((0.3**2 + 0.4**2) / 4))
+
+
+def test_spectrum_dominant_q_is_the_truths_time_average_not_the_surrogates():
+    """Truth: a q = pi/2 wave all the time plus a q = pi burst at one time; the surrogate puts everything at pi.
+
+    The dominant q follows the truth's time average: pi while the burst's mean wins, pi/2 once the burst is
+    halved (although its peak, 4.5 at one time, still exceeds S(pi/2) = 2)."""
+    L, n_time = 8, 4
+    j = torch.arange(L, dtype=torch.float64)
+    amp_half = torch.full((n_time, 1), 1.0, dtype=torch.float64)
+    amp_pi = torch.tensor([[0.0], [0.0], [0.0], [1.5]], dtype=torch.float64)  # S(pi) = L * 1.5^2 = 18 once
+    Q_true = amp_half[..., None] * torch.cos(torch.pi / 2 * j) + amp_pi[..., None] * torch.cos(torch.pi * j)
+    Q_pred = 2.0 * torch.cos(torch.pi * j).expand(n_time, 1, L)  # the surrogate puts everything at q = pi
+    rho = (0.5 * torch.eye(L, dtype=torch.complex128)).expand(n_time, 1, L, L).clone()
+    true = State._raw({"Q": Q_true, "P": torch.zeros_like(Q_true)}, rho)
+    pred = State._raw({"Q": Q_pred.clone(), "P": torch.zeros_like(Q_true)}, rho)
+    q = wavevectors(L)
+    obs = Observable("S_Q", lambda s: structure_factor(s["Q"], q), kind="spectrum", axis=q)
+    (entry,) = physics_diagnostics(_Energy(obs), pred, true)["observables"].values()
+    # truth S(pi/2) = L/4 = 2 at every time; S(pi) = 0, 0, 0, 18 with mean 4.5 > 2
+    assert entry["dominant_q"] == pytest.approx(math.pi) and entry["dominant_q_over_pi"] == pytest.approx(1.0)
+    assert entry["truth_mean_at_dominant_q"] == pytest.approx(4.5)
+    # predicted S(pi) = L * 4 = 32 at every time; truth 0, 0, 0, 18
+    assert entry["rmse_at_dominant_q"] == pytest.approx(math.sqrt((3 * 32**2 + 14**2) / 4))
+    # halve the burst: S(pi) mean = L * 0.75^2 / 4 = 1.125 < 2, and the dominant q moves to pi/2
+    true.fields["Q"] = amp_half[..., None] * torch.cos(torch.pi / 2 * j) + 0.5 * amp_pi[..., None] * torch.cos(torch.pi * j)
+    (entry,) = physics_diagnostics(_Energy(obs), pred, true)["observables"].values()
+    assert entry["dominant_q_over_pi"] == pytest.approx(0.5) and entry["truth_mean_at_dominant_q"] == pytest.approx(2.0)
+    assert entry["rmse_at_dominant_q"] == pytest.approx(2.0)  # predicted S(pi/2) = 0
+
+
+def test_diagnostics_report_only_what_the_system_declares():
+    true = rollout([[1.0], [1.0]])
+    d = physics_diagnostics(_Energy(), true, true)
+    assert d["observables"] == {}
+    assert not any("staggered" in k for k in d)
 
 
 def test_trace_error_is_against_the_true_trace_per_snapshot():

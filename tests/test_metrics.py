@@ -16,9 +16,9 @@ from qcsurrogate.evaluation.metrics import (
     physics_diagnostics,
     rmse_per_sample,
     rollout_rmse,
-    staggered_mean,
     summarize_rmse,
 )
+from qcsurrogate.observables import default_observables
 from qcsurrogate.testing import hermiticity_error
 
 
@@ -80,13 +80,16 @@ def test_next_step_rmse_batches_consistently():
     assert r == pytest.approx({"rmse_Q": 1.0, "rmse_P": 2.0, "rmse_rho": 0.5, "rmse_total": 3.5})
 
 
-def test_staggered_mean():
-    assert float(staggered_mean(torch.tensor([1.0, -1.0, 1.0, -1.0]))) == pytest.approx(1.0)
-    assert float(staggered_mean(torch.tensor([1.0, 1.0, 1.0, 1.0]))) == pytest.approx(0.0)
-
-
 class _FreeOscillators:
-    """Energy = sum Q^2 + P^2 and Tr(rho): enough to exercise the diagnostics."""
+    """Energy = sum Q^2 + P^2 and Tr(rho), and the default observables S_Q(q), S_P(q): enough to exercise the diagnostics."""
+
+    field_names = ("Q", "P")
+
+    def __init__(self, L: int = 2) -> None:
+        self.L = L
+
+    def observables(self):
+        return default_observables(self)
 
     def energy(self, s):
         return (s["Q"] ** 2 + s["P"] ** 2).sum(-1) + torch.diagonal(s.rho, dim1=-2, dim2=-1).sum(-1).real
@@ -108,7 +111,12 @@ def test_physics_diagnostics_detect_broken_rollouts():
     assert d["trace_error_max"] == pytest.approx(0.1)
     assert d["hermiticity_error_max"] == pytest.approx(0.3)
     assert d["energy_drift_max_rel"] > 0.1
-    assert d["staggered_Q_rmse"] == pytest.approx(0.0)  # uniform Q has no staggered component
+    # uniform Q = 1 on L = 2 sites: S_Q(0) = |sum_j Q_j|^2 / L = 2 in the truth, 2.2^2 / 2 = 2.42 predicted, S_Q(pi) = 0
+    s_q = d["observables"]["S_Q"]
+    assert s_q["dominant_q"] == 0.0 and s_q["truth_mean_at_dominant_q"] == pytest.approx(2.0)
+    assert s_q["rmse_at_dominant_q"] == pytest.approx(0.42)
+    assert s_q["rmse"] == pytest.approx(0.42 / math.sqrt(2))  # over (time, q): q = pi contributes zeros
+    assert d["observables"]["S_P"]["rmse"] == 0.0
 
 
 def test_diverged_rollouts_are_counted_and_json_safe():
@@ -156,7 +164,7 @@ def test_hermitian_complex_matrices_have_zero_hermiticity_error(seed, n_time, ba
     pred = _complex_rollout(seed, n_time, batch, L, "hermitian", dtype)
     off_diag = pred.rho.imag * (1 - torch.eye(L))
     assert float(off_diag.abs().max()) > 0.05  # genuinely complex: imaginary off-diagonals
-    d = physics_diagnostics(_FreeOscillators(), pred, pred.to(dtype=torch.float64))
+    d = physics_diagnostics(_FreeOscillators(L), pred, pred.to(dtype=torch.float64))
     assert d["hermiticity_error_max"] == 0.0
     assert hermiticity_error(pred.rho) == 0.0
 
@@ -171,7 +179,7 @@ def test_complex_symmetric_matrices_are_not_hermitian(seed, n_time, batch, L, dt
     # |rho_ij - conj(rho_ji)| = |rho_ij - conj(rho_ij)| = 2 |Im rho_ij| for a symmetric matrix
     expected = 2 * float(rho64.imag.abs().max())
     assert expected > 0.1
-    d = physics_diagnostics(_FreeOscillators(), pred, pred.to(dtype=torch.float64))
+    d = physics_diagnostics(_FreeOscillators(L), pred, pred.to(dtype=torch.float64))
     assert d["hermiticity_error_max"] == pytest.approx(expected, rel=1e-15)
     assert d["hermiticity_error_max"] == pytest.approx(float((rho64 - rho64.conj().transpose(-2, -1)).abs().max()))
     assert hermiticity_error(rho64) == pytest.approx(expected, rel=1e-15)

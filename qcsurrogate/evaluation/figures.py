@@ -1,4 +1,5 @@
-"""Figures like the paper's: snapshot rows (Fig. 2/3) and RMSE against the prediction window (Fig. 4)."""
+"""Figures like the paper's: snapshot rows (Fig. 2/3) and RMSE against the prediction window (Fig. 4),
+and the observables a System declares against time."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
+from ..observables import check_observables, dominant_index, format_over_pi  # noqa: E402
 from ..state import State  # noqa: E402
-from .metrics import staggered_mean  # noqa: E402
+from ..system import System  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -90,15 +93,68 @@ def rmse_window_figure(curves: dict[str, dict[str, Any]], dt: float, path: Path,
     return _save(fig, path)
 
 
-def order_parameter_figure(true: State, pred: State, dt: float, path: Path, field: str | None = None) -> Path:
-    """Staggered mean of a field (the CDW order parameter for a period-2 pattern) against time."""
-    field = field or next(iter(true.fields))
-    t = np.arange(true.rho.shape[0]) * dt
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ax.plot(t, staggered_mean(true[field]).cpu().numpy(), "-", label="truth (RK4)")
-    ax.plot(t, staggered_mean(pred[field].double()).detach().cpu().numpy(), "--", label="surrogate")
-    ax.set_xlabel("t")
-    ax.set_ylabel(f"staggered mean of {field}")
-    ax.legend()
-    ax.grid(alpha=0.3)
+def observables_figure(system: System, true: State, pred: State, dt: float, path: Path, t0: float = 0.0) -> Path:
+    """Every observable the System declares against time, truth solid and surrogate dashed.
+
+    One row per observable. A scalar is plotted as is; a spectrum at the truth's dominant axis value
+    (largest entry of this truth's spectrum averaged over time), named in the legend and title (q in
+    units of pi), next to q-t heat maps of the truth and the surrogate on one colour scale.
+    `true`/`pred` are single-trajectory rollouts `(n_time, ...)`; time runs from `t0` in steps of `dt`.
+    """
+    obs = check_observables(system.observables())
+    if not obs:
+        raise ValueError(f"system '{system.name}' declares no observables to plot")
+    true64, pred64 = true.to(dtype=torch.float64), pred.detach().to(dtype=torch.float64)
+    t = t0 + dt * np.arange(true.rho.shape[0])
+    spectra = any(o.kind == "spectrum" for o in obs)
+    ncols = 3 if spectra else 1
+    fig, axes = plt.subplots(len(obs), ncols, figsize=(6.4 + 4.2 * (ncols - 1), 3.0 * len(obs)), squeeze=False,
+                             layout="constrained")
+    for r, o in enumerate(obs):
+        ax = axes[r, 0]
+        yt, yp = o(true64).cpu().numpy(), o(pred64).cpu().numpy()
+        unit = f" [{o.unit}]" if o.unit else ""
+        if o.kind == "spectrum":
+            assert o.axis is not None
+            k = dominant_index(torch.from_numpy(yt))
+            qk = f"{o.axis_name} = {format_over_pi(o.axis[k])}"
+            ax.plot(t, yt[:, k], "-", label=f"truth (RK4), {qk}")
+            ax.plot(t, yp[:, k], "--", label=f"surrogate, {qk}")
+            ax.set_ylabel(f"{o.label} at {qk}{unit}")
+            ax.set_title(f"{o.name}: dominant {qk} (time-averaged truth)", fontsize=9)
+            q = np.asarray(o.axis) / np.pi
+            finite = yt[np.isfinite(yt)]
+            vmax = float(max(finite.max(), 1e-12)) if finite.size else 1.0
+            for c, (img, who) in enumerate(((yt, "truth"), (yp, "surrogate")), start=1):
+                a = axes[r, c]
+                im = a.pcolormesh(t, q, img.T, shading="nearest", cmap="viridis", vmin=0.0, vmax=vmax)
+                a.set_xlabel("t")
+                a.set_ylabel(f"{o.axis_name} / π")
+                a.set_title(f"{o.label} {who}", fontsize=9)
+            fig.colorbar(im, ax=axes[r, 1:].tolist(), shrink=0.9)
+        else:
+            ax.plot(t, yt, "-", label="truth (RK4)")
+            ax.plot(t, yp, "--", label="surrogate")
+            ax.set_ylabel(f"{o.label}{unit}")
+            ax.set_title(o.name, fontsize=9)
+            for c in range(1, ncols):
+                axes[r, c].set_visible(False)
+        _clip_to_truth(ax, yt[:, k] if o.kind == "spectrum" else yt, yp[:, k] if o.kind == "spectrum" else yp)
+        ax.set_xlabel("t")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _clip_to_truth(ax, yt: np.ndarray, yp: np.ndarray, factor: float = 100.0) -> None:
+    """A diverging surrogate (beyond `factor` times the truth's largest magnitude) would flatten the truth:
+    keep the axis on the truth's range, padded by its span, and say that curves leave it."""
+    ft, fp = yt[np.isfinite(yt)], yp[np.isfinite(yp)]
+    if not ft.size:
+        return
+    big = float(max(np.abs(ft).max(), 1e-300))
+    if (fp.size and np.abs(fp).max() > factor * big) or fp.size < yp.size:
+        lo, hi = float(ft.min()), float(ft.max())
+        pad = max(hi - lo, 0.1 * big)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.text(0.02, 0.02, "surrogate leaves the axes (diverging)", transform=ax.transAxes, fontsize=7)

@@ -12,7 +12,15 @@ from .ground_state import (
     fill_levels,
     ground_state_density,
 )
-from .observables import densities, idempotency_error, purity, staggered_mean
+from .observables import (
+    charge_fluctuation,
+    charge_structure_factor,
+    densities,
+    idempotency_error,
+    lattice_structure_factor,
+    purity,
+    staggered_mean,
+)
 from .system import HolsteinChain, HolsteinParams
 
 try:
@@ -28,10 +36,13 @@ __all__ = [
     "HolsteinParams",
     "SelfConsistencyError",
     "__version__",
+    "charge_fluctuation",
+    "charge_structure_factor",
     "densities",
     "fill_levels",
     "ground_state_density",
     "idempotency_error",
+    "lattice_structure_factor",
     "purity",
     "staggered_mean",
 ]

@@ -18,10 +18,12 @@ from pydantic import Field
 
 import qcsurrogate
 from qcsurrogate import ConfigError, DependencyGraph, State, System, SystemParams
+from qcsurrogate.observables import Observable, wavevectors
 from qcsurrogate.system import Boundary
 
 from . import lattice
 from .ground_state import DEGENERACY_TOL, ground_state_density, report_degeneracy, self_consistent_cdw
+from .observables import charge_structure_factor, densities, lattice_structure_factor, staggered_mean
 
 
 class HolsteinParams(SystemParams):
@@ -110,6 +112,30 @@ class HolsteinChain(System):
         g = p.g if g is None else g
         T = lattice.adjacency(p.L, p.boundary, dtype=Q.dtype, device=Q.device)
         return -p.hopping * T - g * torch.diag_embed(Q)
+
+    # -- observables ----------------------------------------------------------------------------
+    def observables(self) -> tuple[Observable, ...]:
+        """Lattice and charge structure factors over q = 2 pi k / L (k = 0 .. L // 2) and the staggered orders.
+
+        Which wave vector orders depends on filling and on L (the periodic L = 8 deep quench orders
+        at q = 3 pi / 4, not pi), so the spectra are primary; the staggered means are the signed
+        q = pi amplitudes, `S(pi) = L * staggered**2` for even L. Definitions: docs/physics.md.
+        """
+        q = wavevectors(self.params.L)
+        return (
+            Observable("S_Q", lambda s: lattice_structure_factor(s["Q"], q),
+                       doc="lattice structure factor |sum_j Q_j e^(-iqj)|^2 / L", label="S_Q(q)",
+                       kind="spectrum", axis=q),
+            Observable("S_n", lambda s: charge_structure_factor(s.rho, q),
+                       doc="charge structure factor |sum_j (n_j - n_bar) e^(-iqj)|^2 / L, n_bar = N / L",
+                       label="S_n(q)", kind="spectrum", axis=q),
+            Observable("staggered_Q", lambda s: staggered_mean(s["Q"]),
+                       doc="(1/L) sum_j (-1)^j Q_j: the q = pi (period-2 CDW) lattice order parameter",
+                       label="staggered mean of Q"),
+            Observable("staggered_n", lambda s: staggered_mean(densities(s.rho)),
+                       doc="(1/L) sum_j (-1)^j n_j: the q = pi charge order parameter",
+                       label="staggered mean of n"),
+        )  # fmt: skip
 
     # -- scenarios ------------------------------------------------------------------------------
     @qcsurrogate.scenario
