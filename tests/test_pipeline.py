@@ -51,7 +51,7 @@ def test_run_end_to_end_writes_everything(tmp_path, capsys):
     assert metrics["memorized"] is False
     split = json.loads((run / "split.json").read_text())
     assert not set(split["test"]) & set(split["train"])
-    for f in ("snapshots.png", "rmse_vs_window.png", "order_parameter.png"):
+    for f in ("snapshots.png", "rmse_vs_window.png", "observables.png"):
         assert (run / "figures" / f).stat().st_size > 1000
     assert (run / "model" / "model.safetensors").exists() and (run / "baseline_cnn" / "model" / "model.json").exists()
     assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "tiny"

@@ -247,7 +247,7 @@ class Run:
 
     def _plot(self, results: dict[str, Any], truth, pred) -> list[Path]:
         inputs = self.plan.inputs("plot")
-        paths = stages.draw_figures(results, truth, pred, self.layout.figures, self.cfg.name,
+        paths = stages.draw_figures(self.data.system, results, truth, pred, self.layout.figures, self.cfg.name,
                                     self.cfg.evaluation.figure_snapshots)
         self.ledger.record("plot", inputs, paths)
         self.log("figures: " + ", ".join(str(p) for p in paths))

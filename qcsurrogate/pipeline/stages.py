@@ -183,7 +183,7 @@ def curve_labels(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def draw_figures(
-    results: dict[str, Any], truth: State, pred: State, figures_dir: Path, title: str, n_snapshots: int,
+    system: System, results: dict[str, Any], truth: State, pred: State, figures_dir: Path, title: str, n_snapshots: int,
 ) -> list[Path]:
     """Snapshot rows and observables for the first test rollout; RMSE vs window for all predictors."""
     dt, h = results["dt"], results["horizon"]
@@ -197,7 +197,7 @@ def draw_figures(
                                 figures_dir / "snapshots.png", caption),
         figures.rmse_window_figure(curve_labels(results), dt, figures_dir / "rmse_vs_window.png",
                                    f"{title}: RMSE vs prediction window"),
-        figures.order_parameter_figure(one_true, one_pred, dt, figures_dir / "order_parameter.png"),
+        figures.observables_figure(system, one_true, one_pred, dt, figures_dir / "observables.png", t0=t_start),
     ]
 
 
