@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from toy_system import ToySystem
 
 from qcsurrogate import State
-from qcsurrogate.surrogate import PARC, Normalization, PlainCNN, SurrogateConfig
+from qcsurrogate.surrogate import PARC, Normalization, PlainCNN
 from qcsurrogate.testing import random_density_matrix
 
 SYSTEM = ToySystem(L=5)
@@ -68,7 +68,7 @@ def fitted(seed, mx, sx, mv, sv, c_re, c_im, srho):
 def model_with(norm: Normalization, cls=PARC, **cfg) -> PARC:
     torch.manual_seed(0)
     cfg.setdefault("integrator_inputs", "state")
-    return cls(GRAPH, "periodic", SurrogateConfig(name=cls.name, width=8, dtype="float64", **cfg), norm)
+    return cls(GRAPH, "periodic", cls.Config(width=8, dtype="float64", **cfg), norm)
 
 
 @settings(deadline=None, max_examples=10)

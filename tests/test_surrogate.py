@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from qcsurrogate import DependencyGraph, State
 from qcsurrogate.registry import get_surrogate_class, list_surrogates
-from qcsurrogate.surrogate import PARC, Normalization, PlainCNN, SurrogateConfig, project_density_matrix
+from qcsurrogate.surrogate import PARC, Normalization, PARCConfig, PlainCNN, project_density_matrix
 from qcsurrogate.surrogate.layers import Conv
 from qcsurrogate.surrogate.parc import BlockLifter
 from qcsurrogate.testing import random_density_matrix
@@ -22,7 +22,7 @@ def make(cls=PARC, boundary="periodic", **cfg) -> PARC:
     torch.manual_seed(0)
     cfg.setdefault("width", 8)
     cfg.setdefault("dtype", "float64")
-    return cls(GRAPH, boundary, SurrogateConfig(name=cls.name, **cfg), Normalization.identity(GRAPH))
+    return cls(GRAPH, boundary, cls.Config(**cfg), Normalization.identity(GRAPH))
 
 
 def random_state(L: int, batch: tuple[int, ...], seed: int = 0) -> State:
@@ -196,7 +196,6 @@ def test_least_squares_init_makes_the_differentiator_exact_for_bilinear_dynamics
     from toy_system import ToySystem
 
     from qcsurrogate import simulate
-    from qcsurrogate.surrogate.linear_init import least_squares_init
 
     system = ToySystem(L=5)
     traj = simulate(system, system.initial_state("random_start", seed=1, n_traj=4), 0.05, 30)
@@ -205,10 +204,10 @@ def test_least_squares_init_makes_the_differentiator_exact_for_bilinear_dynamics
     cur, nxt = flat(cur), flat(nxt)
     deriv = system.rhs(cur)
     norm = Normalization.fit(system.graph, cur, deriv, nxt - cur)
-    cfg = SurrogateConfig(width=8, bilinear_inputs=True, linear_skip=True, init="lstsq", dtype="float64", integrator_inputs="state")
+    cfg = PARCConfig(width=8, bilinear_inputs=True, linear_skip=True, init="lstsq", dtype="float64", integrator_inputs="state")
     model = PARC(system.graph, system.boundary, cfg, norm)
     before, _ = model.loss(cur, deriv, nxt)
-    resid = least_squares_init(model, cur, deriv, nxt)
+    resid = model.initialize_from_data(cur, deriv, nxt)
     assert all(resid[f"F:{v}"] < 1e-12 for v in ("X", "V", "rho")), resid
     _, parts = model.loss(cur, deriv, nxt)
     assert all(parts[f"deriv:{v}"] < 1e-10 for v in ("X", "V", "rho")), parts
@@ -219,7 +218,7 @@ def test_lstsq_init_requires_the_linear_skip():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="linear_skip"):
-        SurrogateConfig(init="lstsq")
+        PARCConfig(init="lstsq")
 
 
 def test_architecture_does_not_depend_on_installed_views():

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from qcsurrogate import DependencyGraph, State
-from qcsurrogate.surrogate import PARC, Normalization, PlainCNN, SurrogateConfig, project_density_matrix
+from qcsurrogate.surrogate import PARC, Normalization, PARCConfig, PlainCNN, project_density_matrix
 from qcsurrogate.surrogate.layers import PARCCNN
 from qcsurrogate.surrogate.parc import BlockLifter, _matching_width, _safe
 from qcsurrogate.testing import random_density_matrix
@@ -26,7 +26,7 @@ def make(cls=PARC, **cfg):
     torch.manual_seed(0)
     cfg.setdefault("width", 8)
     cfg.setdefault("dtype", "float64")
-    return cls(GRAPH, "periodic", SurrogateConfig(name=cls.name, **cfg), Normalization.identity(GRAPH))
+    return cls(GRAPH, "periodic", cls.Config(**cfg), Normalization.identity(GRAPH))
 
 
 def random_state(L: int, batch: tuple[int, ...], seed: int = 0) -> State:
@@ -39,7 +39,7 @@ def random_state(L: int, batch: tuple[int, ...], seed: int = 0) -> State:
 
 # -- config ------------------------------------------------------------------------------------------
 def test_config_defaults():
-    assert SurrogateConfig().model_dump() == {
+    assert PARCConfig().model_dump() == {
         "name": "parc", "width": 128, "dropout": 0.0, "activation": "gelu", "complex_mode": "complex",
         "integrator_inputs": "derivative", "bilinear_inputs": False, "linear_skip": False, "init": "random",
         "project_rho": False, "dtype": "float32",
@@ -52,18 +52,18 @@ def test_config_defaults():
 ])
 def test_config_bounds(field, ok, bad):
     for v in ok:
-        assert getattr(SurrogateConfig(**{field: v}), field) == v
+        assert getattr(PARCConfig(**{field: v}), field) == v
     for v in bad:
         with pytest.raises(ValidationError):
-            SurrogateConfig(**{field: v})
+            PARCConfig(**{field: v})
 
 
 def test_config_rejects_unknown_keys_and_lstsq_with_skip_is_fine():
     with pytest.raises(ValidationError, match="extra"):
-        SurrogateConfig(widht=8)
-    assert SurrogateConfig(init="lstsq", linear_skip=True).init == "lstsq"
+        PARCConfig(widht=8)
+    assert PARCConfig(init="lstsq", linear_skip=True).init == "lstsq"
     with pytest.raises(ValidationError, match=r"Value error, init: lstsq fits the linear skip paths; set linear_skip: true \[type=value_error"):
-        SurrogateConfig(init="lstsq")
+        PARCConfig(init="lstsq")
 
 
 # -- projection --------------------------------------------------------------------------------------
@@ -344,7 +344,7 @@ def test_normalisation_covers_variables_no_block_reads():
     s = random_state(4, (5,))
     norm = Normalization.fit(g, s, s, s)
     assert set(norm.inputs) == keys
-    model = PARC(g, "periodic", SurrogateConfig(width=8, dtype="float64", integrator_inputs="state"), norm)
+    model = PARC(g, "periodic", PARCConfig(width=8, dtype="float64", integrator_inputs="state"), norm)
     assert model(s).rho.shape == s.rho.shape
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qcsurrogate.surrogate.layers import PARCCNN, ChannelDropout, Conv, ResBlock, _pad, activation
+from qcsurrogate.surrogate.layers import PARCCNN, ChannelDropout, Conv, ResBlock, activation, lattice_pad
 
 
 # -- activations -------------------------------------------------------------------------------------
@@ -40,11 +40,11 @@ def test_periodic_padding_is_wraparound_for_any_width(L, M, k, batch, seed):
     g = torch.Generator().manual_seed(seed)
     p = k // 2
     x1 = torch.randn(batch, 2, L, generator=g, dtype=torch.float64)
-    got1 = _pad(x1, k, 1, "periodic")
+    got1 = lattice_pad(x1, k, 1, "periodic")
     assert got1.shape == (batch, 2, L + 2 * p)
     assert torch.equal(got1, x1[..., _wrap_index(L, p, L)])
     x2 = torch.randn(batch, 2, L, M, generator=g, dtype=torch.float64)
-    got2 = _pad(x2, k, 2, "periodic")
+    got2 = lattice_pad(x2, k, 2, "periodic")
     assert got2.shape == (batch, 2, L + 2 * p, M + 2 * p)
     assert torch.equal(got2, x2[..., _wrap_index(L, p, L), :][..., _wrap_index(M, p, M)])
 
@@ -55,14 +55,14 @@ def test_open_padding_is_zeros_for_any_width(L, k, seed):
     g = torch.Generator().manual_seed(seed)
     p = k // 2
     x = torch.randn(2, 3, L, L, generator=g, dtype=torch.float64)
-    got = _pad(x, k, 2, "open")
+    got = lattice_pad(x, k, 2, "open")
     want = torch.zeros(2, 3, L + 2 * p, L + 2 * p, dtype=torch.float64)
     want[..., p:p + L, p:p + L] = x
     assert torch.equal(got, want)
     y = x[..., 0, :]
     want1 = torch.zeros(2, 3, L + 2 * p, dtype=torch.float64)
     want1[..., p:p + L] = y
-    assert torch.equal(_pad(y, k, 1, "open"), want1)
+    assert torch.equal(lattice_pad(y, k, 1, "open"), want1)
 
 
 def test_conv_rejects_3d():

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from qcsurrogate import DependencyGraph, State
-from qcsurrogate.surrogate import PARC, Normalization, PlainCNN, SurrogateConfig
+from qcsurrogate.surrogate import PARC, Normalization, PlainCNN
 from qcsurrogate.surrogate.layers import Conv
 from qcsurrogate.surrogate.parc import BlockLifter, _cat_channels
 from qcsurrogate.testing import random_density_matrix
@@ -40,7 +40,7 @@ def normalization(inc: dict[str, float], deriv_factor: float, rho_mean: complex 
 def make(cls, norm: Normalization, **cfg):
     torch.manual_seed(0)
     cfg.setdefault("width", 8)
-    return cls(GRAPH, "periodic", SurrogateConfig(name=cls.name, dtype="float64", **cfg), norm).eval()
+    return cls(GRAPH, "periodic", cls.Config(dtype="float64", **cfg), norm).eval()
 
 
 def random_state(L: int, batch: tuple[int, ...], seed: int) -> State:
@@ -95,8 +95,8 @@ def test_loss_compares_in_normalised_units(inc, deriv_factor, cls, complex_mode,
     nxt_true = perturbed(s, inc, seed)
     deriv = perturbed(s, {v: 1.0 for v in VARS}, seed + 7) - s
     with torch.no_grad():
-        pred, aux = model.predict(s)
-        total, parts = model.loss(s, deriv, nxt_true, aux=aux, prediction=pred, derivative_weight=0.5)
+        _, aux = model.predict(s)
+        total, parts = model.loss(s, deriv, nxt_true, aux=aux, derivative_weight=0.5)
     expected_total = 0.0
     for v in VARS:
         i = aux[f"inc:{v}"].reshape(s[v].shape)
@@ -142,7 +142,7 @@ def test_exact_normalised_increment_gives_zero_step_loss_and_exact_prediction(
         last[v] = Fixed(chans)
     with torch.no_grad():
         pred, aux = model.predict(s)
-        _, parts = model.loss(s, s, nxt_true, aux=aux, prediction=pred)
+        _, parts = model.loss(s, s, nxt_true, aux=aux)
     for v in VARS:
         assert parts[f"step:{v}"] < 1e-28, parts
         torch.testing.assert_close(pred[v], nxt_true[v], rtol=1e-13, atol=1e-13)

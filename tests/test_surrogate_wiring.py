@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from qcsurrogate import DependencyGraph
 from qcsurrogate.graph import _VIEWS, View, register_view
-from qcsurrogate.surrogate import PARC, Normalization, PlainCNN, SurrogateConfig
+from qcsurrogate.surrogate import PARC, Normalization, PlainCNN
 from qcsurrogate.surrogate.layers import Conv
 from qcsurrogate.surrogate.parc import state_dependencies
 
@@ -51,7 +51,7 @@ def _nets(model):
 ])
 def test_every_cnn_follows_the_config(cls, boundary, complex_mode, act, fn, dropout, skip):
     torch.manual_seed(0)
-    cfg = SurrogateConfig(name=cls.name, width=8, activation=act, dropout=dropout, linear_skip=skip, complex_mode=complex_mode)
+    cfg = cls.Config(width=8, activation=act, dropout=dropout, linear_skip=skip, complex_mode=complex_mode)
     model = cls(GRAPH, boundary, cfg, Normalization.identity(GRAPH))
     width = 8 if cls is PARC else model.matched_width
     for name, net in _nets(model).items():

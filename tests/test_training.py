@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from qcsurrogate import simulate
-from qcsurrogate.pipeline import build_surrogate, fit_normalization
-from qcsurrogate.surrogate import SurrogateConfig
+from qcsurrogate.surrogate import PARCConfig, build_surrogate
 from qcsurrogate.training import TrainConfig, Trainer, WindowSampler, load_model, save_model, split_trajectories
 from qcsurrogate.training.checkpoint import latest_checkpoint, load_checkpoint
-from qcsurrogate.training.trainer import learning_rate, unroll_length
+from qcsurrogate.training.data import fit_normalization
+from qcsurrogate.training.trainer import learning_rate
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,11 @@ def make_trainer(tiny_data, tmp_path, model_cfg=None, **train):
     train.setdefault("val_every", 6)
     train.setdefault("progress", False)
     cfg = TrainConfig(**train)
-    sampler = WindowSampler(traj, [0, 1], cfg.rollout.max_steps, cfg.seed)
+    sampler = WindowSampler(traj, [0, 1], cfg.objective.unroll.max_steps, cfg.seed)
     val = WindowSampler(traj, [2], 1, cfg.seed)
-    norm = fit_normalization(system, sampler, system.graph)
+    norm = fit_normalization(system, sampler)
     torch.manual_seed(cfg.seed)
-    model = build_surrogate("parc", system, model_cfg or SurrogateConfig(width=8, dropout=0.2), norm)
+    model = build_surrogate("parc", system, model_cfg or PARCConfig(width=8, dropout=0.2), norm)
     return Trainer(model, system, sampler, val, cfg, tmp_path)
 
 
@@ -58,9 +58,9 @@ def test_tiny_model_overfits_a_tiny_trajectory(tiny_data, tmp_path):
     cfg = TrainConfig(steps=200, batch_size=5, lr=1e-2, warmup_steps=10, log_every=10, val_every=1000,
                       checkpoint_every=1000, progress=False, min_lr_ratio=0.1)
     sampler = WindowSampler(short, [0], 1, 0)
-    norm = fit_normalization(system, sampler, system.graph)
+    norm = fit_normalization(system, sampler)
     torch.manual_seed(0)
-    model = build_surrogate("parc", system, SurrogateConfig(width=8), norm)  # random init: gradient descent only
+    model = build_surrogate("parc", system, PARCConfig(width=8), norm)  # random init: gradient descent only
     trainer = Trainer(model, system, sampler, None, cfg, tmp_path)
     trainer.fit()
     losses = [r["loss"] for r in trainer.history]
@@ -77,7 +77,7 @@ def add_legacy_rng_state(ckpt, seed=4242):
 
 @pytest.mark.parametrize("legacy_rng", [False, True], ids=["current", "legacy-rng-checkpoint"])
 def test_resume_equals_uninterrupted_training(tiny_data, tmp_path, legacy_rng):
-    extras = {"noise_std": 0.05}
+    extras = {"objective": {"noise_std": 0.05}}
     full = make_trainer(tiny_data, tmp_path / "full", **extras)
     full.fit()
     part = make_trainer(tiny_data, tmp_path / "part", **extras)
@@ -104,7 +104,7 @@ def test_resume_refuses_a_different_training_config(tiny_data, tmp_path):
 
 def test_resume_refuses_a_different_model(tiny_data, tmp_path):
     make_trainer(tiny_data, tmp_path).fit(stop_after=3)
-    other = make_trainer(tiny_data, tmp_path, model_cfg=SurrogateConfig(width=12))
+    other = make_trainer(tiny_data, tmp_path, model_cfg=PARCConfig(width=12))
     with pytest.raises(ValueError, match="different model"):
         other.fit(resume=True)
 
@@ -173,7 +173,7 @@ def test_model_round_trip(tiny_data, tmp_path):
 
 
 def test_multistep_training_and_noise_run_and_log_unroll(tiny_data, tmp_path):
-    tr = make_trainer(tiny_data, tmp_path, rollout={"max_steps": 3, "start_fraction": 0.25}, noise_std=0.01)
+    tr = make_trainer(tiny_data, tmp_path, objective={"unroll": {"max_steps": 3, "start_fraction": 0.25}, "noise_std": 0.01})
     tr.fit()
     unrolls = [r["unroll"] for r in tr.history]
     assert unrolls[0] == 1 and max(unrolls) == 3
@@ -197,8 +197,8 @@ def test_learning_rate_schedule():
 def test_unroll_curriculum(steps, start, max_steps):
     """k = 1 for the first `start_fraction` of the steps (to within one step), then k = 2..max_steps in
     consecutive shares equal to within one step, ending at max_steps; k never decreases."""
-    cfg = TrainConfig(steps=steps, warmup_steps=0, rollout={"max_steps": max_steps, "start_fraction": start})
-    ks = [unroll_length(s, cfg) for s in range(steps)]
+    cfg = TrainConfig(steps=steps, warmup_steps=0, objective={"unroll": {"max_steps": max_steps, "start_fraction": start}})
+    ks = [cfg.objective.unroll.length(s, steps) for s in range(steps)]
     assert ks == sorted(ks) and 1 <= min(ks) and max(ks) <= max_steps
     n_one = ks.count(1)
     if max_steps == 1:
@@ -216,8 +216,8 @@ def test_unroll_curriculum(steps, start, max_steps):
 @pytest.mark.parametrize("steps, max_steps", [(1, 2), (7, 3), (100, 4), (333, 12)])
 def test_unroll_curriculum_ends(steps, max_steps):
     def ks(start, m=max_steps):
-        cfg = TrainConfig(steps=steps, warmup_steps=0, rollout={"max_steps": m, "start_fraction": start})
-        return [unroll_length(s, cfg) for s in range(steps)]
+        cfg = TrainConfig(steps=steps, warmup_steps=0, objective={"unroll": {"max_steps": m, "start_fraction": start}})
+        return [cfg.objective.unroll.length(s, steps) for s in range(steps)]
 
     assert ks(1.0) == [1] * steps  # start_fraction 1: no unrolling
     assert ks(0.0)[0] == 2 and 1 not in ks(0.0)  # start_fraction 0: the ramp begins at once

@@ -8,8 +8,7 @@ import json
 import pytest
 import torch
 
-from qcsurrogate.pipeline import build_surrogate
-from qcsurrogate.surrogate import SurrogateConfig
+from qcsurrogate.surrogate import PARCConfig, build_surrogate
 from qcsurrogate.surrogate.normalization import Normalization
 from qcsurrogate.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -42,7 +41,7 @@ def system():
 def new_model(system, seed):
     torch.manual_seed(seed)
     norm = Normalization.identity(system.graph)
-    return build_surrogate("parc", system, SurrogateConfig(width=4, dtype="float64"), norm)
+    return build_surrogate("parc", system, PARCConfig(width=4, dtype="float64"), norm)
 
 
 def stepped(model, n_steps=2):

@@ -10,8 +10,7 @@ import torch
 from safetensors import safe_open
 
 from qcsurrogate import __version__, simulate
-from qcsurrogate.pipeline import build_surrogate
-from qcsurrogate.surrogate import SurrogateConfig
+from qcsurrogate.surrogate import PARCConfig, build_surrogate
 from qcsurrogate.surrogate.normalization import Normalization
 from qcsurrogate.training import WindowSampler
 from qcsurrogate.training.checkpoint import LATEST, latest_checkpoint, load_model, save_checkpoint, save_model
@@ -26,7 +25,7 @@ def system():
 
 def new_model(system):
     torch.manual_seed(0)
-    return build_surrogate("parc", system, SurrogateConfig(width=4, dtype="float64"), Normalization.identity(system.graph))
+    return build_surrogate("parc", system, PARCConfig(width=4, dtype="float64"), Normalization.identity(system.graph))
 
 
 def test_save_model_creates_nested_directories_and_stamps_the_version(system, tmp_path):

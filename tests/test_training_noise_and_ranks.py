@@ -4,13 +4,13 @@ gradient averaging of data-parallel training (each gradient becomes the mean ove
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from qcsurrogate.state import State
-from qcsurrogate.training.trainer import Trainer, _perturb
+from qcsurrogate.training.objective import perturb
+from qcsurrogate.training.trainer import Trainer
 
 N, L = 4000, 4
 
@@ -35,9 +35,8 @@ def rms(x: torch.Tensor) -> float:
 )
 def test_noise_is_zero_mean_gaussian_with_the_input_std(inputs, std):
     torch.manual_seed(0)
-    model = SimpleNamespace(normalization=SimpleNamespace(inputs=inputs))
     before = zero_state()
-    out = _perturb(before, model, std)
+    out = perturb(before, inputs, std)
     assert out.rho.shape == before.rho.shape and out.rho.dtype == before.rho.dtype
     for name in ("X", "V"):
         s = inputs.get(f"{name}:identity", (0.0, 1.0))[1]
@@ -60,10 +59,9 @@ def test_noise_is_zero_mean_gaussian_with_the_input_std(inputs, std):
 
 def test_noise_is_added_to_the_state_not_replacing_it():
     torch.manual_seed(1)
-    model = SimpleNamespace(normalization=SimpleNamespace(inputs={}))
     base = zero_state()
     shifted = State._raw({k: v + 7.0 for k, v in base.fields.items()}, base.rho + torch.eye(L, dtype=torch.complex128))
-    out = _perturb(shifted, model, 0.01)
+    out = perturb(shifted, {}, 0.01)
     for name in ("X", "V"):
         assert float((out[name] - 7.0).abs().max()) < 0.1
     assert float((out.rho - torch.eye(L, dtype=torch.complex128)).abs().max()) < 0.1
@@ -74,8 +72,7 @@ def trainer(tmp_path):
     from toy_system import ToySystem
 
     from qcsurrogate import simulate
-    from qcsurrogate.pipeline import build_surrogate
-    from qcsurrogate.surrogate import SurrogateConfig
+    from qcsurrogate.surrogate import PARCConfig, build_surrogate
     from qcsurrogate.surrogate.normalization import Normalization
     from qcsurrogate.training import TrainConfig, WindowSampler
 
@@ -84,7 +81,7 @@ def trainer(tmp_path):
     traj = traj.map(lambda x: x.transpose(0, 1).contiguous())
     cfg = TrainConfig(steps=2, batch_size=2, warmup_steps=0, progress=False)
     torch.manual_seed(0)
-    model = build_surrogate("parc", system, SurrogateConfig(width=4, dtype="float64"), Normalization.identity(system.graph))
+    model = build_surrogate("parc", system, PARCConfig(width=4, dtype="float64"), Normalization.identity(system.graph))
     return Trainer(model, system, WindowSampler(traj, [0], 1, 0), None, cfg, tmp_path)
 
 

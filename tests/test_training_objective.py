@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qcsurrogate import simulate
-from qcsurrogate.pipeline import build_surrogate, fit_normalization
 from qcsurrogate.state import RHO, State
-from qcsurrogate.surrogate import SurrogateConfig
+from qcsurrogate.surrogate import PARCConfig, build_surrogate
 from qcsurrogate.training import TrainConfig, Trainer, WindowSampler
+from qcsurrogate.training.data import fit_normalization
 
 MAX_K = 4
 BATCH = 6
@@ -29,7 +29,7 @@ def toy_data():
     y0 = system.initial_state("random_start", seed=1, n_traj=2)
     traj = simulate(system, y0, 0.05, 16).map(lambda x: x.transpose(0, 1).contiguous())  # (traj, time, ...)
     sampler = WindowSampler(traj, [0, 1], MAX_K, seed=0)
-    return system, sampler, fit_normalization(system, sampler, system.graph)
+    return system, sampler, fit_normalization(system, sampler)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def models(toy_data):
     out = {}
     for name in ("parc", "cnn"):
         torch.manual_seed(0)
-        out[name] = build_surrogate(name, system, SurrogateConfig(width=8, dtype="float64"), norm).eval()
+        out[name] = build_surrogate(name, system, PARCConfig(width=8, dtype="float64"), norm).eval()
     return out
 
 
@@ -79,7 +79,7 @@ def test_loss_total_is_the_weighted_sum_of_its_parts(toy_data, models, name, dw,
     model = models[name]
     state, deriv, nxt = one_step(toy_data, model, step)
     pred, aux = model.predict(state)
-    total, parts = model.loss(state, deriv, nxt, aux=aux, prediction=pred, derivative_weight=dw)
+    total, parts = model.loss(state, deriv, nxt, aux=aux, derivative_weight=dw)
     assert set(parts) == expected_keys(model)  # the baseline has no derivative estimate, PARC one per variable
     assert all(p > 0 for p in parts.values())
     assert float(total.detach()) == pytest.approx(weighted_sum(parts, dw), rel=1e-12, abs=0)
@@ -97,10 +97,10 @@ def test_loss_moves_with_each_part_and_its_weight(toy_data, models, name, dw, st
     the total by that rise times the part's weight; the derivative weight scales the derivative parts."""
     model = models[name]
     state, deriv, nxt = one_step(toy_data, model, step)
-    pred, aux = model.predict(state)
+    _, aux = model.predict(state)
 
     def loss(d=deriv, n=nxt, w=dw):
-        total, parts = model.loss(state, d, n, aux=aux, prediction=pred, derivative_weight=w)
+        total, parts = model.loss(state, d, n, aux=aux, derivative_weight=w)
         return float(total.detach()), parts
 
     total0, parts0 = loss()
@@ -125,8 +125,8 @@ def test_loss_moves_with_each_part_and_its_weight(toy_data, models, name, dw, st
 def make_trainer(toy_data, model, tmp: Path, k_max=MAX_K, w=1.0, dw=1.0) -> Trainer:
     system, sampler, _ = toy_data
     cfg = TrainConfig(
-        steps=10, warmup_steps=0, batch_size=BATCH, derivative_weight=dw, progress=False,
-        rollout={"max_steps": k_max, "weight_decay_per_step": w},
+        steps=10, warmup_steps=0, batch_size=BATCH, progress=False,
+        objective={"derivative_weight": dw, "unroll": {"max_steps": k_max, "step_weight": w}},
     )
     return Trainer(model, system, sampler, None, cfg, tmp)
 
@@ -138,8 +138,7 @@ def reference_objective(system, model, window, k, w, dw, detach_feedback=False):
     for j in range(k):
         deriv = model.prepare(system.rhs(cur.detach()))
         pred, aux = model.predict(cur)
-        loss_j, parts_j = model.loss(cur, deriv, model.prepare(window[j + 1]), aux=aux, prediction=pred,
-                                     derivative_weight=dw)
+        loss_j, parts_j = model.loss(cur, deriv, model.prepare(window[j + 1]), aux=aux, derivative_weight=dw)
         total = total + w**j * loss_j / k
         losses.append(float(loss_j.detach()))
         parts.append(parts_j)
@@ -154,7 +153,7 @@ def test_unrolled_loss_is_the_decayed_mean_of_the_step_losses(toy_data, models, 
     model = models["parc"]
     tr = make_trainer(toy_data, model, tmp_path_factory.mktemp("run"), w=w, dw=dw)
     window = sampler.batch(step, BATCH, k)
-    total, parts = tr._loss(window, k)
+    total, parts, _ = tr.objective.window_loss(model, window)
     expected, losses, ref_parts = reference_objective(system, model, window, k, w, dw)
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-12, abs=0)
     assert float(total.detach()) == pytest.approx(sum(w**j * lj for j, lj in enumerate(losses)) / k, rel=1e-12)
@@ -166,13 +165,13 @@ def test_unrolled_loss_is_the_decayed_mean_of_the_step_losses(toy_data, models, 
 
 
 def test_unrolled_loss_moves_with_both_weights(toy_data, models, tmp_path):
-    """weight_decay_per_step scales the later steps (k >= 2), derivative_weight the derivative parts."""
+    """step_weight scales the later steps (k >= 2), derivative_weight the derivative parts."""
     system, sampler, _ = toy_data
     model = models["parc"]
     window = sampler.batch(3, BATCH, 3)
 
     def total(w, dw):
-        return float(make_trainer(toy_data, model, tmp_path, w=w, dw=dw)._loss(window, 3)[0].detach())
+        return float(make_trainer(toy_data, model, tmp_path, w=w, dw=dw).objective.window_loss(model, window).total.detach())
 
     base = total(1.0, 1.0)
     _, losses, parts = reference_objective(system, model, window, 3, 1.0, 1.0)
@@ -197,7 +196,7 @@ def test_each_unrolled_step_starts_from_the_previous_prediction(toy_data, models
         return out, aux
 
     monkeypatch.setattr(model, "predict", spy)
-    tr._loss(window, k)
+    tr.objective.window_loss(model, window)
     assert len(calls) == k
     first = model.prepare(window[0])
     assert all(torch.equal(calls[0][0][v], first[v]) for v in first.variables())
@@ -220,7 +219,7 @@ def test_gradients_flow_through_the_fed_back_prediction(toy_data, models, tmp_pa
         g = torch.autograd.grad(loss, params, allow_unused=True)
         return torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1) for x, p in zip(g, params)])
 
-    got = grads(make_trainer(toy_data, model, tmp_path)._loss(window, 2)[0])
+    got = grads(make_trainer(toy_data, model, tmp_path).objective.window_loss(model, window).total)
     through = grads(reference_objective(system, model, window, 2, 1.0, 1.0)[0])
     detached = grads(reference_objective(system, model, window, 2, 1.0, 1.0, detach_feedback=True)[0])
     assert torch.allclose(got, through, rtol=1e-10, atol=1e-14)

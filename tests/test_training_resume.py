@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from qcsurrogate import simulate
-from qcsurrogate.pipeline import build_surrogate
-from qcsurrogate.surrogate import SurrogateConfig
+from qcsurrogate.surrogate import PARCConfig, build_surrogate
 from qcsurrogate.surrogate.normalization import Normalization
 from qcsurrogate.system import ConfigError
 from qcsurrogate.training import TrainConfig, Trainer, WindowSampler
@@ -30,7 +29,7 @@ def trainer(data, run_dir, name="parc", width=4, **train):
     cfg = TrainConfig(**{"steps": 4, "batch_size": 2, "warmup_steps": 1, "log_every": 1, "val_every": 100,
                          "checkpoint_every": 2, "progress": False, **train})
     torch.manual_seed(0)
-    model = build_surrogate(name, system, SurrogateConfig(width=width), Normalization.identity(system.graph))
+    model = build_surrogate(name, system, PARCConfig(width=width), Normalization.identity(system.graph))
     return Trainer(model, system, WindowSampler(traj, [0], 1, cfg.seed), None, cfg, run_dir)
 
 

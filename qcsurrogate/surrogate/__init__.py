@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from .base import Surrogate, SurrogateConfig, project_density_matrix
+from .base import (
+    CNNConfig,
+    ModelConfig,
+    PARCConfig,
+    PlainCNNConfig,
+    Surrogate,
+    SurrogateConfig,
+    build_surrogate,
+    config_for,
+    parse_model_config,
+    project_density_matrix,
+    surrogate_config_class,
+)
 from .normalization import Normalization
 from .parc import PARC, PlainCNN
 
@@ -12,4 +24,20 @@ def builtin_surrogates() -> list[type[Surrogate]]:
     return [PARC, PlainCNN]
 
 
-__all__ = ["PARC", "Normalization", "PlainCNN", "Surrogate", "SurrogateConfig", "builtin_surrogates", "project_density_matrix"]
+__all__ = [
+    "PARC",
+    "CNNConfig",
+    "ModelConfig",
+    "Normalization",
+    "PARCConfig",
+    "PlainCNN",
+    "PlainCNNConfig",
+    "Surrogate",
+    "SurrogateConfig",
+    "build_surrogate",
+    "builtin_surrogates",
+    "config_for",
+    "parse_model_config",
+    "project_density_matrix",
+    "surrogate_config_class",
+]

@@ -8,33 +8,53 @@ to rebuild it is JSON (`spec()`); its weights are plain tensors (safetensors).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from torch import nn
 
 from ..graph import DependencyGraph
 from ..state import RHO, State
 from .normalization import Normalization
 
+DEFAULT_SURROGATE = "parc"
+
 
 class SurrogateConfig(BaseModel):
-    """Architecture options shared by the shipped surrogates (units: channels, probabilities)."""
+    """Base of every surrogate's config: the `model:` block of a run config, selected by `name`.
+
+    Each registered surrogate class owns a subclass (`Surrogate.Config`) whose `name` is the
+    literal registered name; `ModelConfig` / `parse_model_config` pick that subclass by `name` and
+    validate the whole block with it, so a plugin surrogate gets its own validated options.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("parc", description="registered surrogate name ('parc', 'cnn', or a plugin's)")
+    name: str = Field(description="registered surrogate name ('parc', 'cnn', or a plugin's)")
+    project_rho: bool = Field(False, description="project predicted rho on Hermitian matrices with the input trace")
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class CNNConfig(SurrogateConfig):
+    """Architecture options shared by the shipped graph-wired CNN surrogates (units: channels, probabilities)."""
+
     width: int = Field(128, ge=4, le=4096, description="channels at the widest layer (paper: 128)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="channel-wise dropout probability")
     activation: Literal["gelu", "relu", "silu", "tanh"] = "gelu"
     complex_mode: Literal["complex", "split"] = Field(
         "complex", description="rho block as a true complex CNN, or a real CNN on (Re, Im) channels"
-    )
-    integrator_inputs: Literal["derivative", "block", "state"] = Field(
-        "derivative",
-        description="what the integrator S sees besides F's output: 'derivative' nothing else (Eq. 10, the paper), "
-        "'block' F's own inputs, 'state' the whole state lifted to the block (what an O(dt^2) step needs)",
     )
     bilinear_inputs: bool = Field(
         False,
@@ -47,14 +67,108 @@ class SurrogateConfig(BaseModel):
     init: Literal["random", "lstsq"] = Field(
         "random", description="'lstsq': start each linear skip at the least-squares local linear map (needs linear_skip)"
     )
-    project_rho: bool = Field(False, description="project predicted rho on Hermitian matrices with the input trace")
-    dtype: Literal["float32", "float64"] = "float32"
 
     @model_validator(mode="after")
-    def _init_needs_skip(self) -> SurrogateConfig:
+    def _init_needs_skip(self) -> CNNConfig:
         if self.init == "lstsq" and not self.linear_skip:
             raise ValueError("init: lstsq fits the linear skip paths; set linear_skip: true")
         return self
+
+
+IntegratorInputs = Literal["derivative", "block", "state"]
+
+
+class PARCConfig(CNNConfig):
+    """PARC: a differentiator F and an integrator S per variable (the paper's architecture)."""
+
+    name: Literal["parc"] = Field("parc", description="registered surrogate name")
+    integrator_inputs: IntegratorInputs = Field(
+        "derivative",
+        description="what the integrator S sees besides F's output: 'derivative' nothing else (Eq. 10, the paper), "
+        "'block' F's own inputs, 'state' the whole state lifted to the block (what an O(dt^2) step needs)",
+    )
+
+
+class PlainCNNConfig(CNNConfig):
+    """The single-CNN baseline: sized to match a PARC of the same `width` and `integrator_inputs`."""
+
+    name: Literal["cnn"] = Field("cnn", description="registered surrogate name")
+    integrator_inputs: IntegratorInputs = Field(
+        "derivative", description="the parameter budget only: that of a PARC with these integrator inputs"
+    )
+
+
+# -- choosing the config class by name ------------------------------------------------------------
+def surrogate_config_class(name: str) -> type[SurrogateConfig]:
+    """The Config class of the registered surrogate `name` (RegistryError if none is installed)."""
+    from ..registry import get_surrogate_class
+
+    return get_surrogate_class(name).Config
+
+
+def _reraise(err: ValidationError, cls: type[BaseModel]) -> ValidationError:
+    """The same errors, for re-raising from a validator (pydantic then nests their locations)."""
+    details = [
+        InitErrorDetails(type=PydanticCustomError(e["type"], "{msg}", {"msg": e["msg"]}), loc=e["loc"], input=e["input"])
+        for e in err.errors(include_url=False)
+    ]
+    return ValidationError.from_exception_data(cls.__name__, details)
+
+
+def parse_model_config(data: Any) -> SurrogateConfig:
+    """Validate a `model:` block (mapping or config) with the Config of the surrogate its `name` selects.
+
+    `name` defaults to 'parc'. Unknown names are an error listing the installed surrogates; every
+    other error is the selected Config's own, located under the block.
+    """
+    from ..registry import RegistryError
+
+    if isinstance(data, SurrogateConfig):
+        data = data.model_dump()
+    if not isinstance(data, Mapping):
+        raise PydanticCustomError("model_type", "{msg}", {"msg": f"expected a mapping of model options, got {type(data).__name__}"})
+    name = data.get("name", DEFAULT_SURROGATE)
+    if not isinstance(name, str):
+        raise ValidationError.from_exception_data(
+            "SurrogateConfig", [InitErrorDetails(type="string_type", loc=("name",), input=name)]
+        )
+    try:
+        cls = surrogate_config_class(name)
+    except RegistryError as err:
+        raise ValidationError.from_exception_data(
+            "SurrogateConfig",
+            [InitErrorDetails(type=PydanticCustomError("unknown_surrogate", "{msg}", {"msg": str(err)}), loc=("name",), input=name)],
+        ) from None
+    try:
+        return cls.model_validate({**data, "name": name})
+    except ValidationError as err:
+        raise _reraise(err, cls) from None
+
+
+ModelConfig = Annotated[SurrogateConfig, BeforeValidator(parse_model_config), SerializeAsAny()]
+"""The run config's `model:` field type: `model: ModelConfig = Field(default_factory=PARCConfig)`.
+
+Validates with the Config of the surrogate named by `name` and serialises with that class's fields."""
+
+
+def config_for(name: str, config: SurrogateConfig) -> SurrogateConfig:
+    """A config for surrogate `name` sharing every option of `config` that `name`'s Config accepts.
+
+    E.g. `config_for("cnn", parc_config)` is the single-CNN baseline of the same width, activation,
+    dtype, ... (and the same parameter budget)."""
+    cls = surrogate_config_class(name)
+    shared = {k: v for k, v in config.model_dump().items() if k in cls.model_fields}
+    return cls.model_validate({**shared, "name": name})
+
+
+def build_surrogate(name: str, system: Any, config: SurrogateConfig, normalization: Normalization) -> Surrogate:
+    """The registered surrogate `name` for `system` (its `graph` and `boundary`).
+
+    `config` may be any surrogate's config: it is carried over with `config_for(name, config)`, so
+    the main model's `model:` block also sizes the single-CNN baseline."""
+    from ..registry import get_surrogate_class
+
+    return get_surrogate_class(name)(system.graph, system.boundary, config_for(name, config), normalization)
 
 
 def project_density_matrix(rho: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
@@ -68,10 +182,31 @@ def project_density_matrix(rho: torch.Tensor, trace: torch.Tensor) -> torch.Tens
 
 
 class Surrogate(nn.Module, ABC):
-    """A network that advances a State by one fixed step dt; `rollout` iterates it."""
+    """A network that advances a State by one fixed step dt; `rollout` iterates it.
+
+    A subclass sets `name` (its registered name) and `Config` (a `SurrogateConfig` subclass whose
+    `name` is `Literal[<name>]`). A named subclass that does not declare its own `Config` gets one
+    derived from its parent's, with only `name` changed, so `class MyPARC(PARC): name = "my-parc"`
+    is selected by `model: {name: my-parc, ...}` and accepts PARC's options.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[SurrogateConfig]] = SurrogateConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            return
+        if "Config" not in cls.__dict__:
+            cls.Config = create_model(
+                f"{cls.__name__}Config", __base__=cls.Config, __module__=cls.__module__,
+                __doc__=f"Options of the '{cls.name}' surrogate.",
+                name=(Literal[cls.name], Field(cls.name, description="registered surrogate name")),
+            )
+        default = cls.Config.model_fields["name"].default
+        if default != cls.name:
+            raise TypeError(f"{cls.__name__}.Config must declare `name: Literal['{cls.name}'] = '{cls.name}'` "
+                            f"(its name defaults to {default!r})")
 
     def __init__(
         self, graph: DependencyGraph, boundary: Literal["periodic", "open"], config: SurrogateConfig, normalization: Normalization
@@ -101,12 +236,26 @@ class Surrogate(nn.Module, ABC):
     @abstractmethod
     def loss(
         self, state: State, derivative: State, next_state: State, aux: dict[str, torch.Tensor] | None = None,
-        prediction: State | None = None, derivative_weight: float = 1.0,
+        derivative_weight: float = 1.0,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Training objective for one step from `state`, given its exact derivative and the true next state.
 
-        `aux`/`prediction` reuse a forward pass already made; `derivative_weight` scales any term
-        that supervises an internal derivative estimate (Eq. 11's first term)."""
+        `aux` reuses the auxiliary outputs of a `predict(state)` already made; `derivative_weight`
+        scales any term that supervises an internal derivative estimate (Eq. 11's first term)."""
+
+    # -- optional hooks --------------------------------------------------------------------------
+    def initialize_from_data(self, current: State, derivative: State, nxt: State) -> dict[str, float]:
+        """Data-dependent initialisation before training, from sample states (batch axes first).
+
+        `current` are training states, `derivative` their exact time derivatives (`system.rhs`),
+        `nxt` the true states one step `dt` later, all on the CPU in the data's precision. Called
+        once on a freshly built model, before it is moved to its device and before the first
+        optimizer step (never on resume: the checkpoint's weights replace whatever this sets).
+        Returns a report `{name: value}` (e.g. residuals) for the log; `{}` means nothing was done.
+        The default does nothing; PARC and the single-CNN baseline fit their linear skips by least
+        squares when their config says `init: lstsq`.
+        """
+        return {}
 
     # -- shared behaviour --------------------------------------------------------------------------
     def prepare(self, state: State) -> State:
@@ -151,10 +300,12 @@ class Surrogate(nn.Module, ABC):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Surrogate:
+        """Rebuild from `spec()`. The class, not the saved config, decides the name: specs written
+        before configs were per-surrogate may lack `name` in their config."""
         return cls(
             DependencyGraph.from_dict(spec["graph"]),
             spec["boundary"],
-            cls.Config(**spec["config"]),
+            cls.Config.model_validate({**spec["config"], "name": cls.name}),
             Normalization.from_json(spec["normalization"]),
         )
 

@@ -27,7 +27,7 @@ def activation(name: str):
         raise ValueError(f"unknown activation '{name}'; choose from {sorted(_ACTIVATIONS)}") from None
 
 
-def _pad(x: torch.Tensor, k: int, dim: int, boundary: Boundary) -> torch.Tensor:
+def lattice_pad(x: torch.Tensor, k: int, dim: int, boundary: Boundary) -> torch.Tensor:
     p = k // 2
     if p == 0:
         return x
@@ -79,7 +79,7 @@ class Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.kernel()
-        return self._conv(_pad(x, self.k, self.dim, self.boundary), w, b)
+        return self._conv(lattice_pad(x, self.k, self.dim, self.boundary), w, b)
 
 
 class ChannelDropout(nn.Module):

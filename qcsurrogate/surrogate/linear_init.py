@@ -8,6 +8,8 @@ directly (one least-squares problem per block, complex-valued for complex blocks
 that solution before training; the nonlinear branch, whose last layer starts at zero, then learns
 only what a linear stencil cannot express. With `bilinear_inputs` the Holstein derivatives are
 exactly linear in the features, so F starts exact to round-off.
+
+The models call `fit_skip` from `Surrogate.initialize_from_data` when their config says `init: lstsq`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..state import State
-from .layers import PARCCNN, Conv, _pad
+from .layers import PARCCNN, Conv, lattice_pad
 
 
 def _patches(conv: Conv, x: torch.Tensor) -> torch.Tensor:
     """Rows of the design matrix: every output position's receptive field, `(N, C * k^dim)` (complex for complex convs)."""
-    xp = _pad(x, conv.k, conv.dim, conv.boundary)
+    xp = lattice_pad(x, conv.k, conv.dim, conv.boundary)
     if conv.dim == 1:
         cols = F.unfold(xp[:, :, None, :], (1, conv.k))
     else:
@@ -71,31 +72,3 @@ def fit_skip(cnn: PARCCNN, x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-1
         head.weight_im.zero_()
         head.bias_im.zero_()
     return resid
-
-
-@torch.no_grad()
-def least_squares_init(model, states: State, derivatives: State, next_states: State) -> dict[str, float]:
-    """Initialise every block's linear path from data; returns relative residuals per fitted map.
-
-    PARC: F's skip fits the normalised exact derivative, then S's skip fits the normalised
-    increment from [F(x), x]. Single-CNN baseline: its skip fits the increment from x.
-    """
-    was = model.training
-    model.eval()
-    s = model.prepare(states)
-    normed, _ = model._normed_inputs(s)
-    report: dict[str, float] = {}
-    for t, lf in model.lifters.items():
-        x = lf.lift(normed)
-        inc = (next_states[t] - states[t]).reshape(-1, *states[t].shape[len(states.batch_shape):])
-        inc = lf.to_channels((inc / model.normalization.increment[t]).to(device=x.device))
-        if hasattr(model, "differentiators"):
-            d = derivatives[t].reshape(-1, *derivatives[t].shape[len(derivatives.batch_shape):])
-            d = lf.to_channels((d / model.normalization.derivative[t]).to(device=x.device))
-            report[f"F:{t}"] = fit_skip(model.differentiators[t], x, d)
-            f = model.differentiators[t](x.to(model.dtype))
-            report[f"S:{t}"] = fit_skip(model.integrators[t], model.integrator_input(t, f, x, normed), inc)
-        else:
-            report[f"N:{t}"] = fit_skip(model.nets[t], x, inc)
-    model.train(was)
-    return report

@@ -13,14 +13,14 @@ Lifting rules, generic over any System's graph:
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
 from ..graph import CORE_REDUCING_VIEWS, Dependency, DependencyGraph, get_view, kind_of
 from ..state import RHO, State
-from .base import Surrogate
+from .base import CNNConfig, PARCConfig, PlainCNNConfig, Surrogate
 from .layers import PARCCNN
+from .linear_init import fit_skip
 from .normalization import input_key
 
 
@@ -105,7 +105,9 @@ class BlockLifter:
 class _GraphSurrogate(Surrogate):
     """Shared plumbing: normalise inputs once per step, flatten batch axes, un-normalise increments."""
 
-    def __init__(self, graph, boundary, config, normalization) -> None:
+    config: CNNConfig
+
+    def __init__(self, graph, boundary, config: CNNConfig, normalization) -> None:
         super().__init__(graph, boundary, config, normalization)
         self.lifters = {
             t: BlockLifter(t, graph.inputs(t), config.complex_mode, config.bilinear_inputs) for t in graph.variables
@@ -155,6 +157,36 @@ class _GraphSurrogate(Surrogate):
     def _all_lifters(self) -> list[BlockLifter]:
         return list(self.lifters.values())
 
+    def integrator_in_channels(self, t: str) -> int:
+        """Input channels of PARC's integrator S for `t` under the configured `integrator_inputs`
+        (the single-CNN baseline uses it to size itself like that PARC)."""
+        lf = self.lifters[t]
+        extra = {"derivative": 0, "block": lf.in_channels, "state": self.state_lifters[t].in_channels}
+        return lf.out_channels + extra[self.config.integrator_inputs]
+
+    @torch.no_grad()
+    def initialize_from_data(self, current: State, derivative: State, nxt: State) -> dict[str, float]:
+        """With `init: lstsq`, fit every block's linear skip by least squares (see `linear_init`);
+        returns the relative residual of each fitted map."""
+        if self.config.init != "lstsq":
+            return {}
+        was = self.training
+        self.eval()
+        normed, _ = self._normed_inputs(self.prepare(current))
+        report: dict[str, float] = {}
+        for t, lf in self.lifters.items():
+            x = lf.lift(normed)
+            inc = _target_channels(lf, nxt[t] - current[t], len(current.batch_shape), self.normalization.increment[t], x.device)
+            d = _target_channels(lf, derivative[t], len(derivative.batch_shape), self.normalization.derivative[t], x.device)
+            report.update(self._fit_linear(t, x, d, inc, normed))
+        self.train(was)
+        return report
+
+    def _fit_linear(self, t: str, x: torch.Tensor, derivative: torch.Tensor, increment: torch.Tensor,
+                    normed: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Least-squares fit of block `t`'s linear paths to the normalised channel targets."""
+        raise NotImplementedError
+
     def _assemble(self, state: State, increments: dict[str, torch.Tensor], batch: tuple[int, ...]) -> State:
         out: dict[str, torch.Tensor] = {}
         for v in self.graph.variables:
@@ -163,11 +195,11 @@ class _GraphSurrogate(Surrogate):
         nxt = State._raw({k: out[k] for k in self.field_names}, out[RHO])
         return self.finish_step(state, nxt)
 
-    def loss(self, state, derivative, next_state, aux=None, prediction=None, derivative_weight=1.0):
+    def loss(self, state, derivative, next_state, aux=None, derivative_weight=1.0):
         """Eq. (11) in normalised units: step MSE per variable, plus derivative MSE for every block
         that exposes a derivative estimate (PARC's F; the single-CNN baseline has none)."""
         if aux is None:
-            prediction, aux = self.predict(state)
+            _, aux = self.predict(state)
         parts = {}
         total = 0.0
         for v in self.graph.variables:
@@ -181,6 +213,12 @@ class _GraphSurrogate(Surrogate):
                 parts[f"deriv:{v}"] = (d - true_d).abs().pow(2).mean()
                 total = total + derivative_weight * parts[f"deriv:{v}"]
         return total, {k: float(p.detach()) for k, p in parts.items()}
+
+
+def _target_channels(lf: BlockLifter, v: torch.Tensor, batch_ndim: int, scale: float, device: torch.device) -> torch.Tensor:
+    """A variable's values with flattened batch axes, divided by `scale`, as `lf`'s output channels."""
+    flat = v.reshape(-1, *v.shape[batch_ndim:])
+    return lf.to_channels((flat / scale).to(device=device))
 
 
 def _cat_channels(a: torch.Tensor, b: torch.Tensor, complex_: bool) -> torch.Tensor:
@@ -200,6 +238,7 @@ class PARC(_GraphSurrogate):
     """One PARC block per variable: `u(t + dt) = u(t) + S[F[inputs]]`, F supervised by the exact rhs."""
 
     name = "parc"
+    Config = PARCConfig
 
     def __init__(self, graph, boundary, config, normalization) -> None:
         super().__init__(graph, boundary, config, normalization)
@@ -213,11 +252,6 @@ class PARC(_GraphSurrogate):
     def _all_lifters(self) -> list[BlockLifter]:
         extra = list(self.state_lifters.values()) if self.config.integrator_inputs == "state" else []
         return list(self.lifters.values()) + extra
-
-    def integrator_in_channels(self, t: str) -> int:
-        lf = self.lifters[t]
-        extra = {"derivative": 0, "block": lf.in_channels, "state": self.state_lifters[t].in_channels}
-        return lf.out_channels + extra[self.config.integrator_inputs]
 
     def integrator_input(self, t: str, f: torch.Tensor, x: torch.Tensor, normed: dict[str, torch.Tensor]) -> torch.Tensor:
         """What S reads: F's output, plus F's inputs or the whole state, per `integrator_inputs`."""
@@ -240,6 +274,12 @@ class PARC(_GraphSurrogate):
             incs[t] = inc
         return self._assemble(state, incs, batch), aux
 
+    def _fit_linear(self, t, x, derivative, increment, normed):
+        """F's skip fits the normalised exact derivative, then S's skip the increment from S's input."""
+        report = {f"F:{t}": fit_skip(self.differentiators[t], x, derivative)}
+        f = self.differentiators[t](x.to(self.dtype))
+        report[f"S:{t}"] = fit_skip(self.integrators[t], self.integrator_input(t, f, x, normed), increment)
+        return report
 
 
 class PlainCNN(_GraphSurrogate):
@@ -250,12 +290,13 @@ class PlainCNN(_GraphSurrogate):
     """
 
     name = "cnn"
+    Config = PlainCNNConfig
 
     def __init__(self, graph, boundary, config, normalization) -> None:
         super().__init__(graph, boundary, config, normalization)
         target = sum(
             self._count(t, lf.in_channels, lf.out_channels, config.width)
-            + self._count(t, PARC.integrator_in_channels(self, t), lf.out_channels, config.width)
+            + self._count(t, self.integrator_in_channels(t), lf.out_channels, config.width)
             for t, lf in self.lifters.items()
         )  # PARC's F and S at the configured width
         width = _matching_width(
@@ -280,6 +321,9 @@ class PlainCNN(_GraphSurrogate):
             incs[t] = inc
         return self._assemble(state, incs, batch), aux
 
+    def _fit_linear(self, t, x, derivative, increment, normed):
+        """Its one CNN's skip fits the normalised increment from the inputs."""
+        return {f"N:{t}": fit_skip(self.nets[t], x, increment)}
 
 
 def _matching_width(count, target: int) -> int:

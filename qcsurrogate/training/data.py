@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..state import State
+from ..surrogate.normalization import Normalization
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,9 @@ class WindowSampler:
         cur = self.data.map(lambda x: x[:, t].reshape(-1, *x.shape[2:]))
         nxt = self.data.map(lambda x: x[:, t + 1].reshape(-1, *x.shape[2:]))
         return cur, nxt
+
+
+def fit_normalization(system, sampler: WindowSampler, max_pairs: int = 20000) -> Normalization:
+    """Normalisation statistics of `system`'s graph from (at most about `max_pairs`) pairs of `sampler`."""
+    cur, nxt = sampler.all_pairs(stride=max(1, sampler.size // max_pairs))
+    return Normalization.fit(system.graph, cur, system.rhs(cur), nxt - cur)

@@ -12,32 +12,20 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ..atomic import atomic_write_json
-from ..state import RHO, State
 from ..surrogate.base import Surrogate
 from ..system import ConfigError, System
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from .data import WindowSampler
-
-
-class RolloutTraining(BaseModel):
-    """Multi-step (unrolled) training: a curriculum that raises the unroll length k over training."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_steps: int = Field(1, ge=1, le=256, description="largest unroll length k (1 = one-step training, the paper)")
-    start_fraction: float = Field(
-        0.5, ge=0.0, le=1.0,
-        description="fraction of training done with k = 1 first; the rest ramps k = 2..max_steps in equal shares",
-    )
-    weight_decay_per_step: float = Field(1.0, gt=0.0, le=1.0, description="weight of the j-th unrolled step: w**j")
+from .objective import LEGACY_KEYS, Objective, ObjectiveConfig, upgrade_legacy_objective
 
 
 class TrainConfig(BaseModel):
@@ -52,9 +40,9 @@ class TrainConfig(BaseModel):
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(1e-4, ge=0.0)
     grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
-    derivative_weight: float = Field(1.0, ge=0.0, description="weight of Eq. (11)'s derivative term")
-    noise_std: float = Field(0.0, ge=0.0, description="input noise injection, in units of each input's std")
-    rollout: RolloutTraining = Field(default_factory=RolloutTraining)
+    objective: ObjectiveConfig = Field(
+        default_factory=ObjectiveConfig, description="what is minimised: derivative weight, unroll curriculum, noise"
+    )
     seed: int = 0
     log_every: int = Field(50, ge=1)
     val_every: int = Field(500, ge=1)
@@ -62,6 +50,18 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     progress: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and any(k in data for k in LEGACY_KEYS):
+            raise ValidationError.from_exception_data(cls.__name__, [
+                InitErrorDetails(
+                    type=PydanticCustomError("moved_key", "{msg}", {"msg": f"moved to {LEGACY_KEYS[k]}"}), loc=(k,), input=data[k]
+                )
+                for k in LEGACY_KEYS if k in data
+            ])
+        return data
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainConfig:
@@ -80,35 +80,14 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def unroll_length(step: int, cfg: TrainConfig) -> int:
-    """The unroll length k of optimizer step `step` (0-based) under the rollout curriculum.
+def same_train_config(saved: Any, cfg: TrainConfig) -> bool:
+    """Whether a recorded `train_config` (a checkpoint's `meta.json`, as JSON) is `cfg`.
 
-    k = 1 for the first `round(start_fraction * steps)` steps; the remaining steps are cut into
-    `max_steps - 1` consecutive shares, equal to within one step, with k = 2, 3, ..., max_steps, so
-    the last step always uses `max_steps` (when fewer steps remain than lengths, some lengths are
-    skipped, never the last). `start_fraction = 0` starts the ramp at k = 2; `1` never unrolls.
-    """
-    r = cfg.rollout
-    n_one = round(r.start_fraction * cfg.steps)
-    rest = cfg.steps - n_one
-    if r.max_steps == 1 or step < n_one or rest <= 0:
-        return 1
-    i = min(step - n_one, rest - 1)  # position within the ramp, 0 .. rest - 1
-    # share j (k = 2 + j) holds the positions i with j < (i + 1) * (max_steps - 1) / rest <= j + 1
-    return 2 + ((i + 1) * (r.max_steps - 1) - 1) // rest
-
-
-def _perturb(state: State, model: Surrogate, std: float) -> State:
-    """Gaussian noise scaled by each variable's input std; rho stays Hermitian."""
-    scales = model.normalization.inputs
-    fields = {}
-    for k, v in state.fields.items():
-        s = scales.get(f"{k}:identity", (0.0, 1.0))[1]
-        fields[k] = v + std * s * torch.randn_like(v)
-    s = scales.get(f"{RHO}:matrix", (0.0, 1.0))[1]
-    z = torch.randn_like(state.rho)
-    rho = state.rho + std * s * 0.5 * (z + z.mH)
-    return State._raw(fields, rho)
+    Records written before the objective block existed (`derivative_weight`, `noise_std`, `rollout`
+    at the top level) are read in today's layout first, so their runs still resume."""
+    if not isinstance(saved, Mapping):
+        return False
+    return upgrade_legacy_objective(dict(saved)) == cfg.model_dump(mode="json")
 
 
 def _world() -> tuple[int, int]:
@@ -152,44 +131,19 @@ class Trainer:
         self.rank, self.world = _world()
         if cfg.batch_size % self.world:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {self.world} distributed ranks")
+        self.objective = Objective(cfg.objective, cfg.steps, system.rhs)
+        if train.max_window < self.objective.max_window:
+            raise ValueError(f"the training sampler's windows ({train.max_window} steps) are shorter than the "
+                             f"objective's longest unroll ({self.objective.max_window})")
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.time_data = 0.0  # batch assembly and exact-derivative targets, inside train_step
 
     # -- one optimisation step ---------------------------------------------------------------------
-    def _loss(self, window: list[State], k: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """The objective of one batch unrolled over `k` steps: `sum_j w**j * loss_j / k`.
-
-        Step j starts from the model's own prediction of step j - 1 (not the true state), and the
-        chain is not detached: gradients flow back through every earlier prediction. Each part
-        is logged with the same weight `w**j / k`, so the logged total is the weighted sum of
-        the logged parts, as for one step.
-        """
-        m = self.model
-        cur = m.prepare(window[0])
-        if self.cfg.noise_std > 0:
-            cur = _perturb(cur, m, self.cfg.noise_std)
-        total = torch.zeros((), dtype=m.dtype, device=m.device)
-        parts: dict[str, float] = {}
-        for j in range(k):
-            t0 = time.perf_counter()
-            with torch.no_grad():  # exact derivative target, at whatever state the network sees
-                deriv = self.system.rhs(cur.detach().to(dtype=torch.float64)).to(device=m.device, dtype=m.dtype)
-            target = m.prepare(window[j + 1])
-            self.time_data += time.perf_counter() - t0
-            pred, aux = m.predict(cur)
-            loss_j, parts_j = m.loss(cur, deriv, target, aux=aux, prediction=pred, derivative_weight=self.cfg.derivative_weight)
-            w = self.cfg.rollout.weight_decay_per_step**j
-            total = total + w * loss_j / k
-            for kk, v in parts_j.items():
-                parts[kk] = parts.get(kk, 0.0) + w * v / k
-            cur = pred  # feed back the prediction, kept in the graph (backpropagation through time)
-        return total, parts
-
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         torch.manual_seed(cfg.seed * 7919 + self.step)  # dropout / noise draws for this step
-        k = unroll_length(self.step, cfg)
+        k = self.objective.unroll_length(self.step)
         t0 = time.perf_counter()
         window = self.train_data.batch(self.step, cfg.batch_size, k)
         if self.world > 1:
@@ -199,7 +153,8 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.model.train()
-        loss, parts = self._loss(window, k)
+        loss, parts, target_seconds = self.objective.window_loss(self.model, window)
+        self.time_data += target_seconds
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.world > 1:
@@ -226,9 +181,7 @@ class Trainer:
             return float("nan")
         self.model.eval()
         cur, nxt = self.val_data.all_pairs(stride=max(1, (self.val_data.size // max_pairs)))
-        deriv = self.system.rhs(cur)
-        loss, _ = self.model.loss(self.model.prepare(cur), self.model.prepare(deriv), self.model.prepare(nxt))
-        return float(loss)
+        return self.objective.pair_loss(self.model, cur, nxt)
 
     # -- the loop ---------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -244,7 +197,7 @@ class Trainer:
                 f"{saved_model.get('config')}); refusing to resume. Use `--no-resume` or another --output"
             )
         meta = load_checkpoint(path, self.model, self.opt)
-        if meta.get("train_config") != self.cfg.model_dump(mode="json"):
+        if not same_train_config(meta.get("train_config"), self.cfg):
             raise ConfigError(
                 f"checkpoint {path} was written with a different training config; refusing to resume. "
                 "Train from scratch with `--no-resume` (run) / without `--resume` (train), or use another --output"
@@ -264,7 +217,12 @@ class Trainer:
         )
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to `cfg.steps` (or only until `stop_after` steps, to simulate an interrupted run)."""
+        """Train to `cfg.steps` (or only until `stop_after` steps, to simulate an interrupted run).
+
+        Returns a summary: `steps` (reached), `steps_run` (by this call), `already_complete` (resumed
+        from a finished run: nothing trained), `final` (the last logged record), `wall_s`,
+        `samples_per_s` and `outside_model_fraction` (both None when no step ran), `n_parameters`.
+        A finished run that already has its model and `train_summary.json` keeps them untouched."""
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -280,6 +238,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        first_step = self.step
         t_step = 0.0
         self.time_data = 0.0
         t_start = time.perf_counter()
@@ -302,9 +261,11 @@ class Trainer:
                     logf.flush()
                     last = rec
                     msg = f"loss={rec['loss']:.3e} lr={rec['lr']:.1e} k={rec['unroll']} {rec['samples_per_s']:.0f} samples/s"
+                    if "val_loss" in rec:
+                        msg += f" val_loss={rec['val_loss']:.3e}"
                     if bar is not None:
                         bar.set_postfix_str(msg)
-                    elif main:
+                    if main and (bar is None or "val_loss" in rec):  # with a bar, only validation lines
                         self.log(f"step {self.step}/{cfg.steps} {msg}")
                 if bar is not None:
                     bar.update(1)
@@ -313,16 +274,22 @@ class Trainer:
         if bar is not None:
             bar.close()
         wall = time.perf_counter() - t_start
+        steps_run = self.step - first_step
         summary = {
             "steps": self.step,
-            "final": last,
+            "steps_run": steps_run,
+            # resumed at the last step: nothing was trained, there is no throughput to report
+            "already_complete": steps_run == 0 and self.step >= cfg.steps,
+            "final": last or (self.history[-1] if self.history else {}),
             "wall_s": wall,
             # share of wall time outside forward/backward/optimizer: data, targets, logging, checkpoints
-            "outside_model_fraction": 1 - (t_step - self.time_data) / max(wall, 1e-9),
-            "samples_per_s": samples / max(wall, 1e-9),
+            "outside_model_fraction": 1 - (t_step - self.time_data) / max(wall, 1e-9) if steps_run else None,
+            "samples_per_s": samples / max(wall, 1e-9) if steps_run else None,
             "n_parameters": self.model.n_parameters(),
         }
-        if self.step >= cfg.steps and main:
-            save_model(self.model, self.run_dir / "model", extra={"train_summary": summary})
+        model_dir = self.run_dir / "model"
+        saved = (model_dir / "model.safetensors").exists() and (self.run_dir / "train_summary.json").exists()
+        if self.step >= cfg.steps and main and (steps_run or not saved):
+            save_model(self.model, model_dir, extra={"train_summary": summary})
             atomic_write_json(self.run_dir / "train_summary.json", summary)
         return summary
