@@ -23,10 +23,9 @@ import torch
 
 import qcsurrogate as qcs
 from qcsurrogate.evaluation.metrics import next_step_rmse, rollout_rmse
-from qcsurrogate.pipeline import build_surrogate, fit_normalization
-from qcsurrogate.surrogate import SurrogateConfig
-from qcsurrogate.surrogate.linear_init import least_squares_init
+from qcsurrogate.surrogate import PARCConfig, build_surrogate
 from qcsurrogate.training import TrainConfig, Trainer, WindowSampler
+from qcsurrogate.training.data import fit_normalization
 
 ROOT = Path(__file__).resolve().parents[1]
 DT = 0.08
@@ -50,13 +49,11 @@ def deep_data(n_traj: int, n_steps: int):
 
 
 def make_model(system, sampler, name="parc", **cfg):
-    norm = fit_normalization(system, sampler, system.graph)
+    norm = fit_normalization(system, sampler)
     torch.manual_seed(0)
-    mcfg = SurrogateConfig(**cfg)
-    model = build_surrogate(name, system, mcfg, norm)
-    if mcfg.init == "lstsq":
-        cur, nxt = sampler.all_pairs(stride=max(1, sampler.size // 512))
-        least_squares_init(model, cur, system.rhs(cur), nxt)
+    model = build_surrogate(name, system, PARCConfig(**cfg), norm)
+    cur, nxt = sampler.all_pairs(stride=max(1, sampler.size // 512))
+    model.initialize_from_data(cur, system.rhs(cur), nxt)
     return model
 
 

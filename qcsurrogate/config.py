@@ -298,8 +298,16 @@ def _allowed_keys(model_cls: type[BaseModel], data: Any, loc: tuple[Any, ...]) -
                 nxt = _system_class(str(node.get("name"))).Params
             except Exception:  # noqa: BLE001 - suggestions are best effort
                 return None
-        cur = nxt
         node = node.get(part) if isinstance(node, Mapping) else None
+        if nxt is not None and nxt.__name__ == "SurrogateConfig":  # `model:` is chosen by its name
+            from .surrogate.base import DEFAULT_SURROGATE, surrogate_config_class
+
+            try:
+                nxt = surrogate_config_class(str(node.get("name", DEFAULT_SURROGATE)) if isinstance(node, Mapping)
+                                             else DEFAULT_SURROGATE)
+            except Exception:  # noqa: BLE001 - suggestions are best effort
+                return None
+        cur = nxt
     if cur is None:
         return None
     return list(cur.model_fields)

@@ -25,9 +25,9 @@ def _train(out: Path, distributed: bool) -> None:
     from toy_system import ToySystem
 
     from qcsurrogate import simulate
-    from qcsurrogate.pipeline import build_surrogate, fit_normalization
-    from qcsurrogate.surrogate import SurrogateConfig
+    from qcsurrogate.surrogate import PARCConfig, build_surrogate
     from qcsurrogate.training import TrainConfig, Trainer, WindowSampler
+    from qcsurrogate.training.data import fit_normalization
 
     torch.set_num_threads(1)
     system = ToySystem(L=4)
@@ -35,9 +35,9 @@ def _train(out: Path, distributed: bool) -> None:
     traj = traj.map(lambda x: x.transpose(0, 1).contiguous())
     cfg = TrainConfig(steps=4, batch_size=8, warmup_steps=1, log_every=2, val_every=100, checkpoint_every=100, progress=False)
     sampler = WindowSampler(traj, [0, 1], 1, cfg.seed)
-    norm = fit_normalization(system, sampler, system.graph)
+    norm = fit_normalization(system, sampler)
     torch.manual_seed(0)
-    model = build_surrogate("parc", system, SurrogateConfig(width=8, dtype="float64"), norm)
+    model = build_surrogate("parc", system, PARCConfig(width=8, dtype="float64"), norm)
     trainer = Trainer(model, system, sampler, None, cfg, out / "run")
     trainer.fit()
     rank = torch.distributed.get_rank() if distributed else 0

@@ -55,7 +55,7 @@ def test_run_end_to_end_writes_everything(tmp_path, capsys):
         assert (run / "figures" / f).stat().st_size > 1000
     assert (run / "model" / "model.safetensors").exists() and (run / "baseline_cnn" / "model" / "model.json").exists()
     assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "tiny"
-    assert "least-squares init" in (run / "log.txt").read_text()
+    assert "initialised from data, relative residuals: F:X" in (run / "log.txt").read_text()
     assert metrics["rollout_from_t0"]["steps"] == metrics["rollout"]["steps"]
 
     # a second run reuses the data and the trained model, and reproduces the metrics

@@ -62,7 +62,8 @@ CHANGES = [
     ("split.seed", 1, ALL - {"data"}),
     ("model.width", 12, TRAINED),
     ("training.lr", 5e-4, TRAINED),
-    ("training.rollout", {"max_steps": 2, "start_fraction": 0.5}, ALL - {"data", "split"}),
+    ("training.objective", {"unroll": {"max_steps": 2, "start_fraction": 0.5}}, ALL - {"data", "split"}),
+    ("training.checkpoint_every", 1, set()),
     ("evaluation.horizon", 6, {"evaluate", "plot"}),
     ("evaluation.figure_snapshots", 4, {"plot"}),
     ("name", "renamed", {"plot"}),
@@ -230,3 +231,12 @@ def test_every_stage_uses_the_configured_threads_and_records_them(tmp_path, monk
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["computed_with"]["threads"] == device.torch.get_num_threads()
     assert metrics["computed_with"]["device"] == "cpu"
+
+
+def test_interrupted_training_resumes_across_an_operational_change(tmp_path, capsys):
+    """Logging and checkpoint cadence are not inputs: changing them must not block a resume."""
+    run = _interrupted_training(tmp_path)
+    changed = _cfg(tmp_path, lambda c: (_setitem("training.steps", 6)(c), _setitem("training.log_every", 1)(c)))
+    assert main(["train", str(changed), "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert (run / "model" / "model.safetensors").exists()

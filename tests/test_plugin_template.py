@@ -15,7 +15,7 @@ import torch
 
 import qcsurrogate
 from qcsurrogate import graph as graph_mod
-from qcsurrogate.surrogate import PARC, Normalization, SurrogateConfig
+from qcsurrogate.surrogate import PARC, Normalization, PARCConfig
 from qcsurrogate.testing import check_system
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "examples" / "plugin_template"
@@ -63,7 +63,7 @@ def test_template_graph_drives_parc(ssh, scenario, kwargs, integrator_inputs):
     graph = system.graph
     assert "bond_matrix" in graph_mod.available_views()
     assert graph.to_dict()["rho"] == [["u", "bond_matrix"], ["rho", "matrix"]]
-    config = SurrogateConfig(width=8, integrator_inputs=integrator_inputs)
+    config = PARCConfig(width=8, integrator_inputs=integrator_inputs)
     model = PARC(graph, system.boundary, config, Normalization.identity(graph))
     state = system.initial_state(scenario, **kwargs)
     nxt, aux = model.predict(model.prepare(state))

@@ -16,7 +16,9 @@ from .layout import PRIMARY, RunLayout
 from .ledger import Ledger, Status
 from .plan import Plan, data_hash
 from .runner import Run, run_pipeline
-from .stages import Dataset, build_surrogate, fit_normalization
+from ..surrogate.base import build_surrogate
+from ..training.data import fit_normalization
+from .stages import Dataset
 
 __all__ = [
     "PRIMARY",

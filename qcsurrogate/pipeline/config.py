@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..config import DataConfig, StrictModel, load_yaml
-from ..surrogate.base import SurrogateConfig
+from ..surrogate.base import ModelConfig, PARCConfig, SurrogateConfig, config_for
 from ..training.trainer import TrainConfig
 
 
@@ -56,7 +56,7 @@ class RunConfig(StrictModel):
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     data: DataConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
-    model: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    model: ModelConfig = Field(default_factory=PARCConfig)
     baselines: list[str] = Field(
         default_factory=list,
         description="other registered surrogates trained on the same data with `model`'s settings, e.g. [cnn] "
@@ -89,7 +89,7 @@ class RunConfig(StrictModel):
         """The models this run trains, by label: 'model' (the run's surrogate) and each baseline's name."""
         out = {"model": self.model}
         for name in self.baselines:
-            out[name] = self.model.model_copy(update={"name": name})
+            out[name] = config_for(name, self.model)
         return out
 
 

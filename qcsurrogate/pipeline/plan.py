@@ -17,15 +17,9 @@ import json
 from typing import Any
 
 from ..config import DataConfig
-from ..training.trainer import TrainConfig
 from .config import RunConfig
 from .layout import PRIMARY
 from .ledger import Ledger, Status, config_digest
-
-OPERATIONAL_TRAINING_FIELDS = frozenset(
-    {"threads", "progress", "log_every", "val_every", "checkpoint_every", "keep_checkpoints"}
-)
-"""Training settings that change how a run is watched or saved, never the weights it produces."""
 
 FIGURE_ONLY_EVALUATION_FIELDS = frozenset({"figure_snapshots"})
 
@@ -34,11 +28,6 @@ def data_hash(data: DataConfig) -> str:
     """The key of a data config: the name of its trajectory file in `data/`."""
     blob = json.dumps(data.model_dump(mode="json"), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def training_identity(cfg: TrainConfig) -> dict[str, Any]:
-    """The training settings that determine the trained weights."""
-    return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in OPERATIONAL_TRAINING_FIELDS}
 
 
 def train_stage(label: str) -> str:
@@ -81,11 +70,11 @@ class Plan:
         elif stage == "split":
             own = {"split_config": cfg.split.model_dump(mode="json")}
         elif stage == "normalization":
-            own = {"window": cfg.training.rollout.max_steps}  # the sampler's stride depends on it
+            own = {"window": cfg.training.objective.unroll.max_steps}  # the sampler's stride depends on it
         elif stage.startswith("train:"):
             label = stage.split(":", 1)[1]
             own = {"model_config": cfg.model_configs()[label].model_dump(mode="json"),
-                   "training": training_identity(cfg.training)}
+                   "training": cfg.training.identity()}
         elif stage == "evaluate":
             ev = cfg.evaluation.model_dump(mode="json")
             own = {"evaluation": {k: v for k, v in ev.items() if k not in FIGURE_ONLY_EVALUATION_FIELDS}}

@@ -23,7 +23,7 @@ from ..surrogate.base import Surrogate
 from ..surrogate.normalization import Normalization
 from ..system import ConfigError
 from ..training.checkpoint import latest_checkpoint, load_model
-from ..training.data import Split, split_trajectories
+from ..training.data import Split, fit_normalization, split_trajectories
 from . import stages
 from .config import RunConfig
 from .layout import PRIMARY, RunLayout, RunLog
@@ -126,7 +126,7 @@ class Run:
         if self.main and self._announce("normalization"):
             inputs = self.plan.inputs("normalization")
             sampler = stages.training_sampler(self.data, self.split, self.cfg.training)
-            norm = stages.fit_normalization(self.data.system, sampler, self.data.system.graph)
+            norm = fit_normalization(self.data.system, sampler)
             atomic_write_json(self.layout.normalization, {"normalization": norm.to_json(), "inputs": inputs})
             self.ledger.record("normalization", inputs, [self.layout.normalization])
         distributed.barrier()

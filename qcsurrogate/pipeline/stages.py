@@ -19,13 +19,11 @@ from ..config import DataConfig
 from ..evaluation import figures
 from ..evaluation.metrics import next_step_rmse, persistence, physics_diagnostics, rollout_rmse
 from ..io import open_trajectory, simulate_to_file
-from ..registry import get_surrogate_class
 from ..state import State
-from ..surrogate.base import Surrogate, SurrogateConfig
-from ..surrogate.linear_init import least_squares_init
+from ..surrogate.base import Surrogate, SurrogateConfig, build_surrogate
 from ..surrogate.normalization import Normalization
 from ..system import System
-from ..training.data import Split, WindowSampler
+from ..training.data import Split, WindowSampler, fit_normalization
 from ..training.trainer import TrainConfig, Trainer
 from .config import EvalConfig
 
@@ -77,18 +75,7 @@ def recorded_data_config(path: Path) -> dict[str, Any] | None:
 # -- normalisation and models ---------------------------------------------------------------------------
 def training_sampler(data: Dataset, split: Split, train_cfg: TrainConfig) -> WindowSampler:
     """Windows of the training trajectories, as long as the longest unroll."""
-    return WindowSampler(data.trajectories, split.train, train_cfg.rollout.max_steps, train_cfg.seed)
-
-
-def fit_normalization(system: System, sampler: WindowSampler, graph, max_pairs: int = 20000) -> Normalization:
-    cur, nxt = sampler.all_pairs(stride=max(1, sampler.size // max_pairs))
-    return Normalization.fit(graph, cur, system.rhs(cur), nxt - cur)
-
-
-def build_surrogate(name: str, system: System, model_cfg: SurrogateConfig, norm: Normalization) -> Surrogate:
-    cls = get_surrogate_class(name)
-    cfg = model_cfg.model_copy(update={"name": name})
-    return cls(system.graph, system.boundary, cfg, norm)
+    return WindowSampler(data.trajectories, split.train, train_cfg.objective.unroll.max_steps, train_cfg.seed)
 
 
 def train_surrogate(
@@ -101,17 +88,20 @@ def train_surrogate(
     val = WindowSampler(data.trajectories, split.val, 1, train_cfg.seed) if split.val else None
     torch.manual_seed(train_cfg.seed)
     model = build_surrogate(model_cfg.name, system, model_cfg, norm)
-    if model_cfg.init == "lstsq":
-        cur, nxt = train.all_pairs(stride=max(1, train.size // 512))
-        resid = least_squares_init(model, cur, system.rhs(cur), nxt)
-        log("least-squares init, relative residuals: " + ", ".join(f"{k} {v:.1e}" for k, v in resid.items()))
+    cur, nxt = train.all_pairs(stride=max(1, train.size // 512))
+    report = model.initialize_from_data(cur, system.rhs(cur), nxt)  # draws no random numbers
+    if report:
+        log("initialised from data, relative residuals: " + ", ".join(f"{k} {v:.1e}" for k, v in report.items()))
     model = model.to(device)
     log(f"training surrogate '{model_cfg.name}' ({model.n_parameters():,} parameters) on {len(split.train)} "
         f"trajectories, device {device}")
     trainer = Trainer(model, system, train, val, train_cfg, out, log=log)
     summary = trainer.fit(resume=resume, stop_after=stop_after)
-    log(f"'{model_cfg.name}': {summary['steps']} steps in {summary['wall_s']:.0f} s, "
-        f"{summary['samples_per_s']:.0f} samples/s, outside-model share {summary['outside_model_fraction']:.1%}")
+    if summary["already_complete"]:
+        log(f"'{model_cfg.name}': already trained to step {summary['steps']}; nothing to run")
+    else:
+        log(f"'{model_cfg.name}': {summary['steps_run']} steps (to step {summary['steps']}) in {summary['wall_s']:.0f} s, "
+            f"{summary['samples_per_s']:.0f} samples/s, outside-model share {summary['outside_model_fraction']:.1%}")
     return summary
 
 

@@ -28,6 +28,10 @@ from .data import WindowSampler
 from .objective import LEGACY_KEYS, Objective, ObjectiveConfig, upgrade_legacy_objective
 
 
+OPERATIONAL_FIELDS = frozenset({"threads", "progress", "log_every", "val_every", "checkpoint_every", "keep_checkpoints"})
+"""Training settings that change how a run is watched or saved, never the weights it produces."""
+
+
 class TrainConfig(BaseModel):
     """Optimisation settings (steps are optimizer steps; learning rates per step)."""
 
@@ -50,6 +54,10 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     progress: bool | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that determine the trained weights (what a checkpoint must agree on to resume)."""
+        return _identity(self.model_dump(mode="json"))
 
     @model_validator(mode="before")
     @classmethod
@@ -87,7 +95,11 @@ def same_train_config(saved: Any, cfg: TrainConfig) -> bool:
     at the top level) are read in today's layout first, so their runs still resume."""
     if not isinstance(saved, Mapping):
         return False
-    return upgrade_legacy_objective(dict(saved)) == cfg.model_dump(mode="json")
+    return _identity(upgrade_legacy_objective(dict(saved))) == cfg.identity()
+
+
+def _identity(dumped: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in dumped.items() if k not in OPERATIONAL_FIELDS}
 
 
 def _world() -> tuple[int, int]:
