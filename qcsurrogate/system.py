@@ -94,7 +94,7 @@ def _resolve_one(fn: Callable[..., Any], annotation: Any) -> Any:
     if not isinstance(annotation, str):
         return annotation
     try:
-        return eval(annotation, getattr(fn, "__globals__", {}))  # noqa: S307 - what typing.get_type_hints does
+        return eval(annotation, getattr(fn, "__globals__", {}))  # what typing.get_type_hints does
     except Exception:  # noqa: BLE001
         return Any
 

@@ -190,10 +190,16 @@ def check_rhs_real_matches_rhs(system: System, state: State, **_: Any) -> None:
     assert err < 1e-12, f"rhs_real and rhs disagree by {err:.3e}"
 
 
+def _flatten_batch(state: State) -> State:
+    """The state with its batch axes flattened into one, `(n, L)` fields and `(n, L, L)` rho."""
+    n_batch = len(state.batch_shape)
+    return state.map(lambda t: t.reshape(-1, *t.shape[n_batch:]))
+
+
 def check_batch_equivalence(system: System, state: State, **_: Any) -> None:
     if not state.batch_shape:
         return
-    flat = state.map(lambda t: t.reshape(-1, *t.shape[len(state.batch_shape):]))
+    flat = _flatten_batch(state)
     d_batch = system.rhs(flat)
     for i in range(flat.rho.shape[0]):
         d_one = system.rhs(flat.index(i))
@@ -395,21 +401,42 @@ def _blind_directions(views: list[Any], x: torch.Tensor, basis: torch.Tensor) ->
     return vh[rank:].T
 
 
-def _response(system: System, state: State, source: str, delta: torch.Tensor, eps: float) -> dict[str, float]:
-    """`max |d(rhs[t])/d(source) . delta|` for every target t, by central differences."""
-    def shifted(sign: float) -> State:
-        moved = state[source] + sign * eps * delta
-        if source == RHO:
-            return State._raw(dict(state.fields), moved)
-        return State._raw({**state.fields, source: moved}, state.rho)
+class _Probe:
+    """Perturbs the variables of one unbatched state and measures how each derivative responds."""
 
-    plus, minus = system.rhs(shifted(1.0)), system.rhs(shifted(-1.0))
-    return {t: float((plus[t] - minus[t]).abs().amax()) / (2 * eps) for t in state.names}
+    def __init__(self, system: System, state: State, generator: torch.Generator) -> None:
+        self.system, self.state, self.generator = system, state, generator
+        self.bases = {v: _perturbation_basis(state[v]) for v in state.names}
+
+    def blind(self, views: list[Any], source: str) -> torch.Tensor:
+        return _blind_directions(views, self.state[source], self.bases[source])
+
+    def response(self, source: str, null: torch.Tensor, target: str) -> float | None:
+        """Largest `|d(rhs[target])/d(source) . delta|` over two random unit perturbations `delta` within
+        `null` (central differences); None when `null` is empty."""
+        if null.shape[1] == 0:
+            return None
+        x = self.state[source]
+        eps = 1e-6 * max(1.0, float(x.abs().amax()))
+        out = 0.0
+        for _ in range(2):
+            p = null @ torch.randn(null.shape[1], dtype=torch.float64, generator=self.generator)
+            delta = torch.tensordot((p / p.norm()).to(self.bases[source].dtype), self.bases[source], dims=1)
+            plus = self.system.rhs(self._moved(source, x + eps * delta))[target]
+            minus = self.system.rhs(self._moved(source, x - eps * delta))[target]
+            out = max(out, float((plus - minus).abs().amax()) / (2 * eps))
+        return out
+
+    def _moved(self, source: str, value: torch.Tensor) -> State:
+        if source == RHO:
+            return State._raw(dict(self.state.fields), value)
+        return State._raw({**self.state.fields, source: value}, self.state.rho)
 
 
 def _single_states(states: Mapping[str, State], per_state: int = 2) -> Iterator[tuple[str, State]]:
+    """Up to `per_state` unbatched elements of each state, named `state[i]` when it has several."""
     for name, st in states.items():
-        flat = st.map(lambda t: t.reshape(-1, *t.shape[len(st.batch_shape):]))
+        flat = _flatten_batch(st)
         for i in range(min(per_state, flat.rho.shape[0])):
             yield (name if flat.rho.shape[0] == 1 else f"{name}[{i}]"), flat.index(i)
 
@@ -435,34 +462,18 @@ def check_graph_matches_rhs(
     used: dict[tuple[str, int], float] = {}  # (target, input index) -> largest response / bound
 
     for sname, st in _single_states(tested):
-        bases = {v: _perturbation_basis(st[v]) for v in st.names}
-
-        def response(source: str, null: torch.Tensor, target: str) -> float | None:
-            """Largest response of d(target)/dt to two random perturbations of `source` within `null`."""
-            if null.shape[1] == 0:
-                return None
-            eps = 1e-6 * max(1.0, float(st[source].abs().amax()))
-            out = 0.0
-            for _ in range(2):
-                p = null @ torch.randn(null.shape[1], dtype=torch.float64, generator=gen)
-                delta = torch.tensordot((p / p.norm()).to(bases[source].dtype), bases[source], dims=1)
-                out = max(out, _response(system, st, source, delta, eps)[target])
-            return out
-
-        def blind(views: list[Any], source: str) -> torch.Tensor:
-            return _blind_directions(views, st[source], bases[source])
-
+        probe = _Probe(system, st, gen)
         for t in graph.variables:
             deps = graph.inputs(t)
-            largest = max(response(v, blind([], v), t) or 0.0 for v in graph.variables)
+            largest = max(probe.response(v, probe.blind([], v), t) or 0.0 for v in graph.variables)
             bound = tol.dependency * max(1.0, largest)
             for v in graph.variables:  # perturbed where the declared views of v cannot see
-                r = response(v, blind([d.resolved_view() for d in deps if d.source == v], v), t)
+                r = probe.response(v, probe.blind([d.resolved_view() for d in deps if d.source == v], v), t)
                 if r is not None and r > bound and r > undeclared.get((t, v), (0.0, ""))[0]:
                     undeclared[(t, v)] = (r, sname)
             for i, d in enumerate(deps):  # perturbed where only this input sees
                 others = [o.resolved_view() for j, o in enumerate(deps) if j != i and o.source == d.source]
-                r = response(d.source, blind(others, d.source), t)
+                r = probe.response(d.source, probe.blind(others, d.source), t)
                 if r is not None:
                     used[(t, i)] = max(used.get((t, i), 0.0), r / bound)
     for t in graph.variables:

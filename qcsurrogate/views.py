@@ -75,7 +75,11 @@ _CORE: dict[str, View] = {v.name: v for v in CORE_VIEWS}
 ViewLookup = Callable[[], Mapping[str, View]]
 """Returns every registered view by name; the registry installs one with `set_view_lookup`."""
 
-_lookup: ViewLookup = lambda: _CORE  # noqa: E731 - until the registry installs itself: the core's views
+def _core_only() -> Mapping[str, View]:
+    return _CORE
+
+
+_lookup: ViewLookup = _core_only  # until the registry installs itself
 
 
 def set_view_lookup(lookup: ViewLookup) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -27,8 +28,8 @@ from qcsurrogate.registry import (
     register_plugin,
     unregister_plugin,
 )
-from qcsurrogate.views import View, get_view
 from qcsurrogate.system import ConfigError, ScenarioArgumentError, System
+from qcsurrogate.views import View, get_view
 
 FAKEPLUG = textwrap.dedent(
     '''
@@ -139,7 +140,7 @@ def test_installed_view_resolves_in_a_fresh_process_without_touching_the_registr
         """
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fakeplug), *sys.path])}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[2.0, 2.0]"
 
@@ -253,6 +254,20 @@ def test_views_are_registered_per_plugin_and_duplicates_name_both(clean_registry
     unregister_plugin("viewplug")
     with pytest.raises(KeyError, match="unknown view 'imag_diag'"):
         get_view("imag_diag")
+
+
+def test_plugins_command_lists_views_per_plugin(clean_registry, capsys):
+    from qcsurrogate.cli import main
+
+    register_plugin(plugin(_view("imag_diag"), hook="register_views"), name="viewplug")
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "viewplug (version unknown)\n  view imag_diag (pair -> site): imaginary diagonal\n" in out
+    assert "  view diagonal (pair -> site): real part of the diagonal" in out  # the core's, under 'qcsurrogate'
+    assert main(["plugins", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["plugins"]
+    assert info["viewplug"]["views"] == {"imag_diag": {"kinds": "pair -> site", "description": "imaginary diagonal"}}
+    assert list(info["qcsurrogate"]["views"]) == ["identity", "matrix", "diagonal", "bond_real", "bond_imag"]
 
 
 def test_a_view_must_be_a_view(clean_registry):

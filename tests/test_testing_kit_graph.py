@@ -37,9 +37,9 @@ def _states(system) -> dict[str, State]:
     return {"start": system.initial_state("random_start", seed=1, n_traj=2), "rest": system.initial_state("at_rest")}
 
 
-def _graph_check(system, tol: Tolerances = Tolerances()) -> None:
+def _graph_check(system, tol: Tolerances | None = None) -> None:
     states = _states(system)
-    check_graph_matches_rhs(system, next(iter(states.values())), tol=tol, states=states)
+    check_graph_matches_rhs(system, next(iter(states.values())), tol=tol or Tolerances(), states=states)
 
 
 # -- graph_matches_rhs -------------------------------------------------------------------------------
@@ -55,8 +55,8 @@ def test_a_graph_read_off_the_equations_passes_without_warnings():
     [
         (BrokenToyHiddenInput, "dX/dt depends on rho, which the graph does not declare as an input of X"),
         (BrokenToyFriction, "dV/dt depends on V, which the graph does not declare as an input of V"),
-        (BrokenToyHiddenView, "dV/dt depends on rho, beyond its declared diagonal(rho) (perturbed where those "
-                              "views see nothing)"),
+        (BrokenToyHiddenView, ("dV/dt depends on rho, beyond its declared diagonal(rho) (perturbed where those "
+                               "views see nothing)")),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )

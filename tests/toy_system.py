@@ -19,9 +19,10 @@ conformance kit can be shown to fail on them; `ToyUnusedInput` declares an input
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
 from qcsurrogate.graph import DependencyGraph
 from qcsurrogate.state import State
@@ -95,11 +96,11 @@ class ToySystem(System):
 
     # -- scenarios ------------------------------------------------------------------------------
     @scenario
-    def random_start(self, seed: int = 0, n_traj: int = 2, sigma: float = 0.5) -> State:
+    def random_start(self, seed: int = 0, n_traj: Annotated[int, Field(ge=1)] = 2, sigma: float = 0.5) -> State:
         """Random oscillator displacements and velocities, a random half-filled Slater determinant.
 
         `sigma` is the spread of the displacements and velocities (a float keyword, so config tests can
-        check that scenario kwargs are typed by the signature).
+        check that scenario kwargs are typed by the signature; `n_traj` carries a constraint).
         """
         gen = torch.Generator().manual_seed(seed)
         L = self.params.L

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from qcsurrogate_ssh import SSHChain, bond_matrix, bond_order
 
 import qcsurrogate
 from qcsurrogate import ConfigError, State
 from qcsurrogate.testing import check_system, parametrize_with_checks, random_state
-from qcsurrogate_ssh import SSHChain, bond_matrix, bond_order
 
 
 @parametrize_with_checks(
