@@ -51,7 +51,9 @@ def _check(kind: str, obj: Any, plugin: str) -> None:
         return
     base = System if kind == "system" else _surrogate_base()
     if not (isinstance(obj, type) and issubclass(obj, base)):
-        raise RegistryError(f"plugin '{plugin}' registered {obj!r} as a {kind}, but it is not a subclass of {base.__name__}")
+        raise RegistryError(
+            f"plugin '{plugin}' registered {obj!r} as a {kind}, but it is not a subclass of {base.__name__}"
+        )
     if getattr(obj, "__abstractmethods__", None):
         missing = sorted(obj.__abstractmethods__)
         raise RegistryError(f"plugin '{plugin}' registered {kind} {obj.__name__} with unimplemented methods {missing}")

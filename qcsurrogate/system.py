@@ -48,7 +48,7 @@ def format_validation_error(err: ValidationError, where: str) -> str:
 
 @dataclass(frozen=True)
 class ArgumentProblem:
-    """One bad scenario argument: where (the argument's name first, then any index inside it), what, and the value."""
+    """One bad scenario argument: where (its name, then any index inside it), what is wrong, the value."""
 
     loc: tuple[str | int, ...]
     msg: str
@@ -66,13 +66,16 @@ class ScenarioArgumentError(ConfigError):
         lines += [f"  {'.'.join(str(part) for part in p.loc)}: {p.msg}" for p in self.problems]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (e.g. raised in a worker process) despite its signature
+        return type(self), (self.system, self.scenario, self.problems)
+
     @property
     def only_missing(self) -> bool:
         """True when the only problem is required arguments not given (the kit then skips the scenario)."""
         return all(p.kind == "missing" for p in self.problems)
 
 
-def did_you_mean(word: str, options: Sequence[str]) -> str:
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
     """`" (did you mean 'x'?)"` for the closest of `options`, or `""`."""
     match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
@@ -149,7 +152,7 @@ class ScenarioArguments:
         extra = {k: v for k, v in kwargs.items() if k not in self.names}
         if extra and not self.open:
             problems += [
-                ArgumentProblem((k,), f"scenario '{scenario}' has no argument '{k}'{did_you_mean(k, self.names)}; "
+                ArgumentProblem((k,), f"scenario '{scenario}' has no argument '{k}'{_did_you_mean(k, self.names)}; "
                                       f"it accepts {self.names}", "unknown_argument", v)
                 for k, v in extra.items()
             ]
@@ -189,7 +192,7 @@ def scenario_arguments(system: type[System] | System, name: str) -> ScenarioArgu
     if not isinstance(spec, ScenarioArguments):
         available = sorted(cls.scenarios())
         raise KeyError(f"system '{getattr(cls, 'name', cls.__name__)}' has no scenario '{name}'"
-                       f"{did_you_mean(name, available)}; available: {available}")
+                       f"{_did_you_mean(name, available)}; available: {available}")
     return spec
 
 

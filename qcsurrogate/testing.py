@@ -153,7 +153,9 @@ class _States:
     """The named states the checks run on, built on first use: listing the checks (e.g. when pytest
     collects `parametrize_with_checks` cases) runs no scenario."""
 
-    def __init__(self, system: System, given: Mapping[str, State] | None, scenario_kwargs: ScenarioKwargs | None) -> None:
+    def __init__(
+        self, system: System, given: Mapping[str, State] | None, scenario_kwargs: ScenarioKwargs | None
+    ) -> None:
         self._system = system
         self._built: dict[str, State] | None = dict(given) if given is not None else None
         self._scenarios = runnable_scenarios(system, scenario_kwargs) if given is None else {}

@@ -60,7 +60,8 @@ def test_template_registers_and_passes_the_kit(ssh_registered, clean_registry):
     system = qcsurrogate.load_system("ssh", L=6, alpha=0.6)
     assert isinstance(system, ssh.SSHChain) and system.field_names == ("u", "p")
     passed = check_system(system, scenario_kwargs={"random_bonds": {"n_traj": 2, "seed": 1}}, dt=0.1, n_steps=10)
-    expected = {"rhs_shapes_dtypes[dimerized]", "rk4_order[random_bonds]", "scenarios_deterministic", "graph_matches_rhs"}
+    expected = {"rhs_shapes_dtypes[dimerized]", "rk4_order[random_bonds]", "scenarios_deterministic",
+                "graph_matches_rhs"}
     assert expected <= set(passed)
 
 

@@ -140,7 +140,8 @@ def test_installed_view_resolves_in_a_fresh_process_without_touching_the_registr
         """
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fakeplug), *sys.path])}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[2.0, 2.0]"
 
@@ -271,7 +272,8 @@ def test_plugins_command_lists_views_per_plugin(clean_registry, capsys):
 
 
 def test_a_view_must_be_a_view(clean_registry):
-    with pytest.raises(RegistryError, match="plugin 'badviews' registered .* as a view, but it is not a qcsurrogate.View"):
+    with pytest.raises(RegistryError, match="plugin 'badviews' registered .* as a view, but it is not a "
+                                            "qcsurrogate.View"):
         register_plugin(plugin(ToySystem, hook="register_views"), name="badviews")
 
 
@@ -346,8 +348,9 @@ def test_system_scenarios_and_initial_state(toy):
     assert s.batch_shape == (4,) and s.L == toy.L
     with pytest.raises(KeyError, match=r"no scenario 'nope'; available: \['at_rest', 'random_start'\]"):
         toy.initial_state("nope")
-    with pytest.raises(ScenarioArgumentError, match=r"n_traject: scenario 'random_start' has no argument 'n_traject' "
-                                                   r"\(did you mean 'n_traj'\?\); it accepts \['seed', 'n_traj', 'sigma'\]"):
+    with pytest.raises(ScenarioArgumentError, match=r"n_traject: scenario 'random_start' has no argument "
+                                                   r"'n_traject' \(did you mean 'n_traj'\?\); "
+                                                   r"it accepts \['seed', 'n_traj', 'sigma'\]"):
         toy.initial_state("random_start", n_traject=3)
     assert issubclass(ScenarioArgumentError, ConfigError)
     assert toy.boundary == "periodic" and ToySystem(boundary="open").boundary == "open"

@@ -130,7 +130,8 @@ HIDDEN_REASON = "dX/dt reads the occupations, which the graph does not declare"
 
 def _expected(system) -> dict[str, str]:
     if isinstance(system, BrokenToyHiddenInput):  # the extra force also breaks energy conservation
-        return {"graph_matches_rhs": HIDDEN_REASON, "energy_drift_order": "the extra force does work: energy is not conserved"}
+        return {"graph_matches_rhs": HIDDEN_REASON,
+                "energy_drift_order": "the extra force does work: energy is not conserved"}
     return {}
 
 

@@ -13,7 +13,8 @@ conserved. The rhs uses dense matrix products: clarity over speed, this is a fix
 
 `ToySystemReal` adds a hand-written real-arithmetic `rhs_real` (the path `simulate(compile=True)`
 traces); `BrokenToy*` variants each violate one physical property (or the declared graph) so the
-conformance kit can be shown to fail on them; `ToyUnusedInput` declares an input it does not use; `ScalarLinear` is a linear system with a closed-form solution for convergence orders.
+conformance kit can be shown to fail on them; `ToyUnusedInput` declares an input it does not use;
+`ScalarLinear` is a linear system with a closed-form solution for convergence orders.
 """
 
 from __future__ import annotations
