@@ -8,20 +8,22 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .graph import Dependency, DependencyGraph, View, available_views, get_view, register_view
+from .graph import Dependency, DependencyGraph, View, available_views, get_view
 from .hookspecs import hookimpl
 from .registry import (
     get_surrogate_class,
     list_plugins,
     list_surrogates,
     list_systems,
+    list_views,
     load_system,
     register_plugin,
+    register_view,
     unregister_plugin,
 )
 from .solvers import simulate
 from .state import State
-from .system import ConfigError, System, SystemParams, scenario
+from .system import ConfigError, ScenarioArgumentError, System, SystemParams, scenario, validate_scenario_kwargs
 from .io import TrajectoryWriter, open_trajectory, simulate_to_file
 
 try:
@@ -31,6 +33,7 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "ConfigError",
+    "ScenarioArgumentError",
     "Dependency",
     "DependencyGraph",
     "State",
@@ -46,6 +49,7 @@ __all__ = [
     "list_plugins",
     "list_surrogates",
     "list_systems",
+    "list_views",
     "load_system",
     "register_plugin",
     "register_view",
@@ -54,4 +58,5 @@ __all__ = [
     "simulate",
     "simulate_to_file",
     "unregister_plugin",
+    "validate_scenario_kwargs",
 ]

@@ -1,4 +1,4 @@
-"""The core's own plugin: registers the surrogates that ship with qcsurrogate."""
+"""The core's own plugin: registers the surrogates and views that ship with qcsurrogate."""
 
 from __future__ import annotations
 
@@ -11,3 +11,11 @@ def register_surrogates(register):
 
     for cls in builtin_surrogates():
         register(cls)
+
+
+@hookimpl
+def register_views(register):
+    from .views import CORE_VIEWS
+
+    for view in CORE_VIEWS:
+        register(view)

@@ -72,7 +72,7 @@ def _param_info(params_cls: Any) -> dict[str, Any]:
 
 
 def plugins_info() -> dict[str, Any]:
-    """Installed plugins, their versions, and the systems (with scenarios) and surrogates they register."""
+    """Installed plugins, their versions, and the systems (with scenarios), surrogates and views they register."""
     import inspect
 
     from .registry import get_registry
@@ -97,7 +97,11 @@ def plugins_info() -> dict[str, Any]:
                 "class": f"{cls.__module__}.{cls.__qualname__}",
                 "description": (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " "),
             }
-        out[pname] = {"version": entry.get("version"), "systems": systems, "surrogates": surrogates}
+        views = {}
+        for vname in entry.get("views", []):
+            view = reg.views[vname].obj
+            views[vname] = {"kinds": f"{view.input_kind} -> {view.output_kind}", "description": view.doc}
+        out[pname] = {"version": entry.get("version"), "systems": systems, "surrogates": surrogates, "views": views}
     return out
 
 
@@ -112,7 +116,7 @@ def _plugins(args: argparse.Namespace) -> int:
         return EXIT_OK
     for pname, entry in info.items():
         print(f"{pname} {entry['version'] or '(version unknown)'}")
-        if not entry["systems"] and not entry["surrogates"]:
+        if not entry["systems"] and not entry["surrogates"] and not entry["views"]:
             print("  (registers nothing)")
         for sname, s in entry["systems"].items():
             print(f"  system {sname}: {s['description']}")
@@ -123,6 +127,8 @@ def _plugins(args: argparse.Namespace) -> int:
                 print(f"    scenario {scen}" + (f": {doc}" if doc else ""))
         for gname, g in entry["surrogates"].items():
             print(f"  surrogate {gname}" + (f": {g['description']}" if g["description"] else ""))
+        for vname, v in entry["views"].items():
+            print(f"  view {vname} ({v['kinds']})" + (f": {v['description']}" if v["description"] else ""))
     if not any(e["systems"] for e in info.values()):
         print("no systems installed; install a plugin, e.g. `pip install qcsurrogate[holstein]`")
     return EXIT_OK
@@ -243,7 +249,8 @@ def _inspect(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
-        Command("plugins", "list installed plugins, their systems, scenarios and surrogates", _plugins_args, _plugins),
+        Command("plugins", "list installed plugins, their systems, scenarios, surrogates and views", _plugins_args,
+                _plugins),
         Command("simulate", "simulate a system from a YAML config into an HDF5 trajectory file",
                 _simulate_args, _simulate),
         Command("inspect", "print the metadata of a trajectory file", _inspect_args, _inspect),

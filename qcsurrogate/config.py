@@ -15,18 +15,16 @@ the file, never a silently ignored setting. The pieces compose:
 from __future__ import annotations
 
 import difflib
-import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -34,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .system import ConfigError, System
+from .system import ConfigError, ScenarioArgumentError, System, validate_scenario_kwargs
 
 __all__ = [
     "ConfigError",
@@ -191,36 +189,18 @@ class DataConfig(StrictModel):
                  f"system '{self.system.name}' has no scenario '{self.scenario.name}'{hint}; "
                  f"available: {sorted(scenarios)}")
         else:
-            fn = getattr(cls, self.scenario.name)
-            sig = inspect.signature(fn)
-            params = {n: p for n, p in sig.parameters.items() if n != "self"}
-            open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            given = self.scenario.kwargs
             try:
-                hints = get_type_hints(fn)
-            except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
-                hints = {}
-            coerced = dict(self.scenario.kwargs)
-            for key, value in self.scenario.kwargs.items():
-                if key not in params:
-                    if not open_kwargs:
-                        names = list(params)
-                        fail(("scenario", "kwargs", key), value,
-                             f"scenario '{self.scenario.name}' has no argument '{key}'"
-                             f"{_did_you_mean(key, names)}; it accepts {names}")
-                    continue
-                if key not in hints:
-                    continue
-                try:
-                    adapter = TypeAdapter(hints[key])
-                except Exception:  # noqa: BLE001 - types pydantic cannot validate are passed through
-                    continue
-                try:
-                    coerced[key] = adapter.validate_python(value)
-                except ValidationError as err:
-                    for e in err.errors(include_url=False):
-                        fail(("scenario", "kwargs", key, *e["loc"]), value, e["msg"], "scenario_argument")
-            if not errors and coerced != self.scenario.kwargs:
-                self.scenario.kwargs = coerced  # e.g. YAML's string '1e-4' for a float argument
+                resolved = validate_scenario_kwargs(cls, self.scenario.name, given)
+            except ScenarioArgumentError as err:
+                for p in err.problems:
+                    kind = "invalid_scenario" if p.kind == "unknown_argument" else "scenario_argument"
+                    fail(("scenario", "kwargs", *p.loc), p.input, p.msg, kind)
+            else:
+                # The given keys only (defaults stay implicit); compared by identity, as values may be tensors.
+                coerced = {k: resolved[k] for k in given}
+                if any(coerced[k] is not given[k] for k in given):
+                    self.scenario.kwargs = coerced  # e.g. YAML's string '1e-4' for a float argument
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self

@@ -1,91 +1,30 @@
 """The variable dependency graph: which variables, seen through which views, drive each derivative.
 
 A System declares it as data (`Q <- P`, `P <- Q, diag(rho)`, `rho <- Q, rho` for Holstein); surrogates
-read it to wire one block per variable with exactly the inputs the physics names. Views are explicit
-objects in an extensible registry so a plugin can add, say, a nearest-neighbour bond view.
+read it to wire one block per variable with exactly the inputs the physics names. Views are named by
+the graph and resolved through the registry (see views.py), so a plugin can add, say, a bond view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from .state import RHO
+from .views import CORE_REDUCING_VIEWS, Kind, View, available_views, get_view
 
-Kind = Literal["site", "pair"]
-"""`site`: a 1D array over sites `(*batch, L)`; `pair`: a 2D array over site pairs `(*batch, L, L)`."""
-
-
-@dataclass(frozen=True)
-class View:
-    """A named map from a variable to the quantity a derivative actually depends on."""
-
-    name: str
-    input_kind: Kind
-    output_kind: Kind
-    fn: Callable[[torch.Tensor], torch.Tensor]
-    doc: str = ""
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
-_VIEWS: dict[str, View] = {}
-
-
-def register_view(view: View, *, replace: bool = False) -> View:
-    """Add a view to the registry; names are unique unless `replace=True`."""
-    if view.name in _VIEWS and not replace:
-        raise ValueError(f"a view named '{view.name}' is already registered")
-    _VIEWS[view.name] = view
-    return view
-
-
-def get_view(name: str) -> View:
-    if name not in _VIEWS:
-        from .registry import get_registry  # plugins register their views when imported
-
-        get_registry()
-    try:
-        return _VIEWS[name]
-    except KeyError:
-        raise KeyError(f"unknown view '{name}'; registered views: {sorted(_VIEWS)}") from None
-
-
-def available_views() -> list[str]:
-    return sorted(_VIEWS)
-
-
-register_view(View("identity", "site", "site", lambda x: x, "the site field itself"))
-register_view(View("matrix", "pair", "pair", lambda x: x, "the full pair matrix itself"))
-register_view(
-    View(
-        "diagonal",
-        "pair",
-        "site",
-        lambda x: torch.diagonal(x, dim1=-2, dim2=-1).real,
-        "real part of the diagonal of a pair matrix (site occupations n_i = rho_ii)",
-    )
-)
-
-
-
-
-def _bond(x: torch.Tensor) -> torch.Tensor:
-    """x_{i, i+1} (wrapping at the end): the nearest-neighbour bond elements of a pair matrix."""
-    return torch.diagonal(torch.roll(x, -1, dims=-1), dim1=-2, dim2=-1)
-
-
-register_view(View("bond_real", "pair", "site", lambda x: _bond(x).real, "Re x_{i,i+1} (e.g. bond order)"))
-register_view(View("bond_imag", "pair", "site", lambda x: _bond(x).imag, "Im x_{i,i+1} (e.g. bond current)"))
-
-
-CORE_REDUCING_VIEWS = ("diagonal", "bond_real", "bond_imag")
-"""Pair -> site views every installation has; what a 'state' integrator reads besides the graph's own
-views (never plugin views a graph does not name, so a model's shape cannot depend on what is installed)."""
+__all__ = [
+    "CORE_REDUCING_VIEWS",
+    "Dependency",
+    "DependencyGraph",
+    "Kind",
+    "View",
+    "available_views",
+    "get_view",
+    "kind_of",
+]
 
 
 @dataclass(frozen=True)

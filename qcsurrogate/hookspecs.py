@@ -9,8 +9,8 @@ any of these with ``@qcsurrogate.hookimpl`` and calls the ``register`` callback 
     def register_systems(register):
         register(MyChain)
 
-The core owns the registries: it rejects duplicate names and checks that what is registered
-implements the right interface.
+The core owns the registries (systems, surrogates, views): it rejects duplicate names, naming both
+plugins, and checks that what is registered implements the right interface.
 """
 
 from __future__ import annotations
@@ -35,3 +35,12 @@ def register_systems(register: Callable[[type], Any]) -> None:
 @hookspec
 def register_surrogates(register: Callable[[type], Any]) -> None:
     """Register Surrogate subclasses: call ``register(SurrogateClass)`` for each."""
+
+
+@hookspec
+def register_views(register: Callable[[Any], Any]) -> None:
+    """Register `qcsurrogate.View` instances a plugin's graphs name: call ``register(view)`` for each.
+
+    Registered this way (not when a module is imported), a view is there whenever the registry is,
+    e.g. when a saved model's graph is rebuilt from the view names in its JSON.
+    """

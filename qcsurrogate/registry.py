@@ -1,16 +1,22 @@
-"""Plugin discovery and the registries of systems and surrogates it fills."""
+"""Plugin discovery and the registries of systems, surrogates and views it fills."""
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, views
 from .system import System
+from .views import View
+
+KINDS = ("system", "surrogate", "view")
+"""What plugins register, each through its hook `register_<kind>s`."""
 
 
 class RegistryError(LookupError):
@@ -20,8 +26,40 @@ class RegistryError(LookupError):
 @dataclass
 class Registered:
     name: str
-    obj: type
+    obj: Any
+    """A class for systems and surrogates, a `View` for views."""
     plugin: str
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, View):
+        return f"{obj.fn.__module__}.{obj.fn.__qualname__}"
+    return getattr(obj, "__qualname__", repr(obj))
+
+
+def _surrogate_base() -> type:
+    from .surrogate.base import Surrogate
+
+    return Surrogate
+
+
+def _check(kind: str, obj: Any, plugin: str) -> None:
+    """Reject what cannot serve as a `kind`, naming the plugin that registered it."""
+    if kind == "view":
+        if not isinstance(obj, View):
+            raise RegistryError(f"plugin '{plugin}' registered {obj!r} as a view, but it is not a qcsurrogate.View")
+        return
+    base = System if kind == "system" else _surrogate_base()
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise RegistryError(
+            f"plugin '{plugin}' registered {obj!r} as a {kind}, but it is not a subclass of {base.__name__}"
+        )
+    if getattr(obj, "__abstractmethods__", None):
+        missing = sorted(obj.__abstractmethods__)
+        raise RegistryError(f"plugin '{plugin}' registered {kind} {obj.__name__} with unimplemented methods {missing}")
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name:
+        raise RegistryError(f"plugin '{plugin}' registered {kind} {obj.__name__} without a `name`")
 
 
 @dataclass
@@ -30,32 +68,27 @@ class Registry:
 
     systems: dict[str, Registered] = field(default_factory=dict)
     surrogates: dict[str, Registered] = field(default_factory=dict)
+    views: dict[str, Registered] = field(default_factory=dict)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def _add(self, table: dict[str, Registered], kind: str, base: type, obj: Any, plugin: str) -> type:
-        if not (isinstance(obj, type) and issubclass(obj, base)):
-            raise RegistryError(f"plugin '{plugin}' registered {obj!r} as a {kind}, but it is not a subclass of {base.__name__}")
-        if getattr(obj, "__abstractmethods__", None):
-            missing = sorted(obj.__abstractmethods__)
-            raise RegistryError(f"plugin '{plugin}' registered {kind} {obj.__name__} with unimplemented methods {missing}")
-        name = getattr(obj, "name", None)
-        if not isinstance(name, str) or not name:
-            raise RegistryError(f"plugin '{plugin}' registered {kind} {obj.__name__} without a `name`")
+    def _add(self, kind: str, obj: Any, plugin: str) -> Any:
+        _check(kind, obj, plugin)
+        table: dict[str, Registered] = getattr(self, kind + "s")
+        name = obj.name
         if name in table:
             other = table[name]
             raise RegistryError(
-                f"{kind} name '{name}' registered twice: by plugin '{other.plugin}' ({other.obj.__qualname__}) "
-                f"and by plugin '{plugin}' ({obj.__qualname__})"
+                f"{kind} name '{name}' registered twice: by plugin '{other.plugin}' ({_describe(other.obj)}) "
+                f"and by plugin '{plugin}' ({_describe(obj)})"
             )
         table[name] = Registered(name, obj, plugin)
         self.plugins.setdefault(plugin, {}).setdefault(kind + "s", []).append(name)
         return obj
 
-
-def _surrogate_base() -> type:
-    from .surrogate.base import Surrogate
-
-    return Surrogate
+    @cached_property
+    def view_table(self) -> dict[str, View]:
+        """Every registered view by name (what `qcsurrogate.views.get_view` resolves names in)."""
+        return {name: r.obj for name, r in self.views.items()}
 
 
 def _plugin_version(pm: pluggy.PluginManager, plugin: object) -> str | None:
@@ -77,13 +110,11 @@ def _build(extra_plugins: list[tuple[str, object]]) -> Registry:
     reg = Registry()
     for name, plugin in pm.list_name_plugin():
         version = md.version("qcsurrogate") if name == "qcsurrogate" and _installed("qcsurrogate") else _plugin_version(pm, plugin)
-        reg.plugins[name] = {"version": version, "systems": [], "surrogates": []}
+        reg.plugins[name] = {"version": version, **{kind + "s": [] for kind in KINDS}}
     # Call each implementation on its own so every registration is attributed to its plugin.
-    for impl in pm.hook.register_systems.get_hookimpls():
-        impl.function(register=lambda obj, _p=impl.plugin_name: reg._add(reg.systems, "system", System, obj, _p))
-    base = _surrogate_base()
-    for impl in pm.hook.register_surrogates.get_hookimpls():
-        impl.function(register=lambda obj, _p=impl.plugin_name: reg._add(reg.surrogates, "surrogate", base, obj, _p))
+    for kind in KINDS:
+        for impl in getattr(pm.hook, f"register_{kind}s").get_hookimpls():
+            impl.function(register=lambda obj, _p=impl.plugin_name, _k=kind: reg._add(_k, obj, _p))
     return reg
 
 
@@ -95,18 +126,31 @@ def _installed(dist: str) -> bool:
         return False
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
+_building = False
 _registry: Registry | None = None
 _extra: list[tuple[str, object]] = []
 
 
 def get_registry(reload: bool = False) -> Registry:
     """The registry, built on first use from the entry-point group ``qcsurrogate``."""
-    global _registry
+    global _registry, _building
     with _lock:
+        if _building:  # re-entered by the same thread (the lock is reentrant): a plugin asked too early
+            raise RegistryError(
+                "the registry was asked for while plugins were still being registered (e.g. a plugin module "
+                "that resolves a view name at import); resolve views lazily, e.g. inside `System.graph`"
+            )
         if _registry is None or reload:
-            _registry = _build(list(_extra))
+            _building = True
+            try:
+                _registry = _build(list(_extra))
+            finally:
+                _building = False
         return _registry
+
+
+views.set_view_lookup(lambda: get_registry().view_table)
 
 
 def register_plugin(plugin: object, name: str | None = None) -> None:
@@ -121,6 +165,18 @@ def register_plugin(plugin: object, name: str | None = None) -> None:
         raise
 
 
+def register_view(view: View, name: str | None = None) -> View:
+    """Register one view in-process, as a plugin of its own named `name` (default ``view:<view name>``).
+
+    For notebooks and tests; an installed plugin registers its views through its `register_views`
+    hook. The same rules apply (a name another plugin registered is an error); undo with
+    `unregister_plugin(name)`.
+    """
+    plugin = SimpleNamespace(register_views=hookspecs.hookimpl(lambda register: register(view)))
+    register_plugin(plugin, name=name or f"view:{view.name}")
+    return view
+
+
 def unregister_plugin(name: str) -> None:
     _extra[:] = [(n, p) for n, p in _extra if n != name]
     get_registry(reload=True)
@@ -132,6 +188,10 @@ def list_systems() -> list[str]:
 
 def list_surrogates() -> list[str]:
     return sorted(get_registry().surrogates)
+
+
+def list_views() -> list[str]:
+    return sorted(get_registry().views)
 
 
 def list_plugins() -> dict[str, dict[str, Any]]:

@@ -7,13 +7,16 @@ networks: those live in the core and read the System through this interface.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar, get_type_hints
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .graph import DependencyGraph
 from .observables import Observable, default_observables
@@ -44,10 +47,163 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ArgumentProblem:
+    """One bad scenario argument: where (its name, then any index inside it), what is wrong, the value."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    kind: str
+    """pydantic's error type (e.g. 'missing', 'greater_than_equal'), or 'unknown_argument'."""
+    input: Any = None
+
+
+class ScenarioArgumentError(ConfigError):
+    """A scenario's keyword arguments do not fit its signature: every problem, each at its argument."""
+
+    def __init__(self, system: str, scenario: str, problems: Sequence[ArgumentProblem]) -> None:
+        self.system, self.scenario, self.problems = system, scenario, tuple(problems)
+        lines = [f"invalid arguments for scenario '{scenario}' of system '{system}':"]
+        lines += [f"  {'.'.join(str(part) for part in p.loc)}: {p.msg}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (e.g. raised in a worker process) despite its signature
+        return type(self), (self.system, self.scenario, self.problems)
+
+    @property
+    def only_missing(self) -> bool:
+        """True when the only problem is required arguments not given (the kit then skips the scenario)."""
+        return all(p.kind == "missing" for p in self.problems)
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    """`" (did you mean 'x'?)"` for the closest of `options`, or `""`."""
+    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _annotations(fn: Callable[..., Any], params: Sequence[inspect.Parameter]) -> dict[str, Any]:
+    """Each parameter's type, resolved; one that cannot be resolved at run time (e.g. a name imported
+    only under TYPE_CHECKING) is taken as `Any` rather than making the whole scenario unusable."""
+    try:
+        hints = get_type_hints(fn, include_extras=True)
+        return {p.name: hints.get(p.name, Any) for p in params}
+    except Exception:  # noqa: BLE001 - resolve the parameters one by one, as get_type_hints would
+        return {p.name: _resolve_one(fn, p.annotation) for p in params}
+
+
+def _resolve_one(fn: Callable[..., Any], annotation: Any) -> Any:
+    if annotation is inspect.Parameter.empty:
+        return Any
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, getattr(fn, "__globals__", {}))  # what typing.get_type_hints does
+    except Exception:  # noqa: BLE001
+        return Any
+
+
+class ScenarioArguments:
+    """How one scenario's keyword arguments are checked: a pydantic model built (once, on first use,
+    so annotations may name classes defined later in the module) from the method's signature.
+
+    Every path into a scenario goes through `validate`: calling the method, `System.initial_state`,
+    the YAML config loader, the trajectory writer's record of the arguments and the conformance kit.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        params = list(inspect.signature(fn).parameters.values())[1:]  # without self
+        bad = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL)]
+        if bad:
+            raise TypeError(f"scenario {fn.__qualname__}: arguments {bad} cannot be given by keyword (scenarios are "
+                            "called with keyword arguments, e.g. from YAML)")
+        self.fn = fn
+        self.params = [p for p in params if p.kind is not p.VAR_KEYWORD]
+        self.names = [p.name for p in self.params]
+        self.open = len(self.params) < len(params)
+        """True when the scenario takes `**kwargs`: arguments it does not name are passed on unchecked."""
+
+    @functools.cached_property
+    def model(self) -> type[BaseModel]:
+        # Fields get neutral names and the arguments' names as aliases, so an argument may be called
+        # anything (even 'model_config' or 'copy') without clashing with BaseModel's own attributes.
+        types = _annotations(self.fn, self.params)
+        fields: dict[str, Any] = {
+            f"a{i}": (types[p.name], Field(... if p.default is p.empty else p.default, alias=p.name))
+            for i, p in enumerate(self.params)
+        }
+        config = ConfigDict(arbitrary_types_allowed=True, extra="ignore")
+        return create_model(f"{self.fn.__qualname__}.arguments", __config__=config, **fields)
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Positional arguments of a direct call, by name, merged with the keyword ones."""
+        if len(args) > len(self.names):
+            raise TypeError(f"{self.fn.__qualname__}() takes at most {len(self.names)} positional arguments "
+                            f"besides self, got {len(args)}")
+        given = dict(zip(self.names, args))
+        twice = sorted(set(given) & set(kwargs))
+        if twice:
+            raise TypeError(f"{self.fn.__qualname__}() got multiple values for {twice}")
+        return {**given, **kwargs}
+
+    def validate(self, system: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments coerced to their annotations, defaults filled in; `ScenarioArgumentError` otherwise."""
+        scenario = self.fn.__name__
+        problems: list[ArgumentProblem] = []
+        extra = {k: v for k, v in kwargs.items() if k not in self.names}
+        if extra and not self.open:
+            problems += [
+                ArgumentProblem((k,), f"scenario '{scenario}' has no argument '{k}'{_did_you_mean(k, self.names)}; "
+                                      f"it accepts {self.names}", "unknown_argument", v)
+                for k, v in extra.items()
+            ]
+        try:
+            parsed = self.model.model_validate({k: v for k, v in kwargs.items() if k in self.names})
+        except ValidationError as err:
+            problems += [ArgumentProblem(tuple(e["loc"]), e["msg"], e["type"], e.get("input"))
+                         for e in err.errors(include_url=False)]
+        if problems:
+            raise ScenarioArgumentError(system, scenario, problems)
+        return {**{name: getattr(parsed, f"a{i}") for i, name in enumerate(self.names)}, **extra}
+
+
 def scenario(fn: F) -> F:
-    """Mark a System method as a named initial-state scenario (its name is the method's name)."""
-    fn.__qcs_scenario__ = True  # type: ignore[attr-defined]
-    return fn
+    """Mark a System method as a named initial-state scenario (its name is the method's name).
+
+    Its arguments are validated against the signature's annotations on every call, as pydantic does
+    in lax mode: `'1e-4'` becomes `1e-4` for a `float`, `3.0` becomes `3` for an `int`, and
+    `Annotated[int, Field(ge=1)]` adds a constraint. A bad or unknown argument raises a
+    `ScenarioArgumentError` (a `ConfigError`) naming it, so the body only checks what depends on
+    the system (e.g. `n_electrons <= L`).
+    """
+    spec = ScenarioArguments(fn)
+
+    @functools.wraps(fn)
+    def validated(self: System, *args: Any, **kwargs: Any) -> State:
+        return fn(self, **spec.validate(getattr(self, "name", type(self).__name__), spec.bind(args, kwargs)))
+
+    validated.__qcs_scenario__ = spec  # type: ignore[attr-defined]
+    return validated  # type: ignore[return-value]
+
+
+def scenario_arguments(system: type[System] | System, name: str) -> ScenarioArguments:
+    """The argument spec of scenario `name`; a `KeyError` naming the available ones if there is none."""
+    cls = system if isinstance(system, type) else type(system)
+    spec = getattr(getattr(cls, name, None), "__qcs_scenario__", None)
+    if not isinstance(spec, ScenarioArguments):
+        available = sorted(cls.scenarios())
+        raise KeyError(f"system '{getattr(cls, 'name', cls.__name__)}' has no scenario '{name}'"
+                       f"{_did_you_mean(name, available)}; available: {available}")
+    return spec
+
+
+def validate_scenario_kwargs(system: type[System] | System, name: str, kwargs: Mapping[str, Any] | None = None
+                             ) -> dict[str, Any]:
+    """Scenario `name`'s keyword arguments as the scenario will receive them: coerced to the signature's
+    annotations, defaults filled in. Raises `KeyError` for an unknown scenario and `ScenarioArgumentError`
+    (every problem, located at its argument) for bad arguments."""
+    cls = system if isinstance(system, type) else type(system)
+    return scenario_arguments(cls, name).validate(getattr(cls, "name", cls.__name__), dict(kwargs or {}))
 
 
 class System(ABC):
@@ -117,25 +273,18 @@ class System(ABC):
         """Scenario names with the first line of their docstrings."""
         out = {}
         for name, member in inspect.getmembers(cls):
-            if getattr(member, "__qcs_scenario__", False):
-                out[name] = (inspect.getdoc(member) or "").splitlines()[0] if inspect.getdoc(member) else ""
+            if isinstance(getattr(member, "__qcs_scenario__", None), ScenarioArguments):
+                doc = inspect.getdoc(member)
+                out[name] = doc.splitlines()[0] if doc else ""
         return out
 
     def initial_state(self, scenario_name: str, **kwargs: Any) -> State:
-        """Build the initial state of a named scenario, e.g. `initial_state("deep_quench", n_traj=8, seed=0)`."""
-        if scenario_name not in self.scenarios():
-            raise KeyError(
-                f"system '{self.name}' has no scenario '{scenario_name}'; available: {sorted(self.scenarios())}"
-            )
-        fn = getattr(self, scenario_name)
-        sig = inspect.signature(fn)
-        unknown = [k for k in kwargs if k not in sig.parameters]
-        if unknown and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            raise ConfigError(
-                f"scenario '{scenario_name}' of system '{self.name}' got unknown argument(s) {unknown}; "
-                f"it accepts {[p for p in sig.parameters]}"
-            )
-        return fn(**kwargs)
+        """Build the initial state of a named scenario, e.g. `initial_state("deep_quench", n_traj=8, seed=0)`.
+
+        Raises `KeyError` for an unknown scenario and `ScenarioArgumentError` for bad arguments.
+        """
+        scenario_arguments(self, scenario_name)
+        return getattr(self, scenario_name)(**kwargs)  # @scenario validates the arguments
 
     # -- convenience ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

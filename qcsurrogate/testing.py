@@ -1,7 +1,8 @@
 """Conformance kit for System plugins, in the spirit of scikit-learn's `check_estimator`.
 
-Call `check_system(system, ...)` from a plugin's own tests to run every check, or parametrize a
-test over `iter_checks(system, ...)` to see each check pass or fail on its own. The checks hold
+Call `check_system(system, ...)` from a plugin's own tests to run every check, or decorate a test
+with `parametrize_with_checks([system, ...])` (or parametrize over `iter_checks(system, ...)`) to see
+each check pass or fail on its own, with expected failures and their reasons. The checks hold
 for any hybrid system whose rho obeys a von Neumann equation with a Hermitian Hamiltonian and
 whose classical fields follow Hamiltonian dynamics; each raises `AssertionError` with the numbers.
 
@@ -15,23 +16,26 @@ energy is not (e.g. computed in numpy) can expose `H` itself through an optional
 which the kit then uses instead of autograd. With neither, the check is skipped, not failed: it
 raises `CheckSkipped` (a `unittest.SkipTest`, so pytest reports the case as skipped with the
 reason) and `check_system` warns with a `ConformanceSkipWarning`.
+
+The `graph_matches_rhs` check compares the declared dependency graph with what `rhs` actually reads
+(see `check_graph_matches_rhs`): an undeclared dependency fails, a declared one that never matters warns.
 """
 
 from __future__ import annotations
 
-import inspect
+import functools
 import math
 import unittest
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .solvers import get_solver, simulate
-from .state import State
-from .system import System
+from .state import RHO, State
+from .system import ScenarioArgumentError, System, validate_scenario_kwargs
 
 
 def random_unitary(L: int, batch: tuple[int, ...] = (), generator: torch.Generator | None = None) -> torch.Tensor:
@@ -97,6 +101,9 @@ class Tolerances:
     generator: float = 1e-10
     order_window: tuple[float, float] = (3.5, 4.6)
     energy_order_min: float = 3.3
+    dependency: float = 1e-7
+    """`graph_matches_rhs`: a derivative "moves" when its response to a unit perturbation exceeds this
+    times the largest response of that derivative to any variable (floored at 1)."""
 
 
 class CheckSkipped(unittest.SkipTest):
@@ -110,26 +117,56 @@ class ConformanceSkipWarning(UserWarning):
     """`check_system` skipped a check (see `CheckSkipped`); the message names the checks and why."""
 
 
-def runnable_scenarios(system: System, scenario_kwargs: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    """Scenarios the kit can call: those whose required arguments are all given in `scenario_kwargs`.
+class UnusedDependencyWarning(UserWarning):
+    """The graph declares an input that never moved the derivative on any test state (`graph_matches_rhs`).
 
-    Scenarios like `from_arrays(Q, P, rho)` need user data; without it they are skipped, not failed.
+    A warning, not a failure: it costs the surrogate a useless input but loses nothing, and a coupling
+    can vanish at particular parameters (Holstein at g = 0) while the graph is declared per class.
+    """
+
+
+ScenarioKwargs = Mapping[str, Mapping[str, Any]]
+"""`{scenario_name: {argument: value}}`: what the kit passes to scenarios that need (or accept) arguments."""
+
+
+def runnable_scenarios(system: System, scenario_kwargs: ScenarioKwargs | None) -> dict[str, dict[str, Any]]:
+    """Scenarios the kit can call, with the arguments given for them in `scenario_kwargs`.
+
+    Scenarios like `from_arrays(Q, P, rho)` need user data; when only required arguments are missing
+    they are skipped, not failed. Any other problem with the given arguments (an unknown name, a value
+    of the wrong type) is the test's mistake and raises `ScenarioArgumentError`, as the scenario would.
     """
     out = {}
     for name in system.scenarios():
         kw = dict((scenario_kwargs or {}).get(name, {}))
-        sig = inspect.signature(getattr(system, name))
-        required = [p.name for p in sig.parameters.values()
-                    if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        if all(r in kw for r in required):
-            out[name] = kw
+        try:
+            validate_scenario_kwargs(system, name, kw)
+        except ScenarioArgumentError as err:
+            if err.only_missing:
+                continue
+            raise
+        out[name] = kw
     return out
 
 
-def _default_states(system: System, scenario_kwargs: Mapping[str, Mapping[str, Any]] | None) -> dict[str, State]:
-    states = {name: system.initial_state(name, **kw) for name, kw in runnable_scenarios(system, scenario_kwargs).items()}
-    states["random"] = random_state(system)
-    return states
+class _States:
+    """The named states the checks run on, built on first use: listing the checks (e.g. when pytest
+    collects `parametrize_with_checks` cases) runs no scenario."""
+
+    def __init__(
+        self, system: System, given: Mapping[str, State] | None, scenario_kwargs: ScenarioKwargs | None
+    ) -> None:
+        self._system = system
+        self._built: dict[str, State] | None = dict(given) if given is not None else None
+        self._scenarios = runnable_scenarios(system, scenario_kwargs) if given is None else {}
+        self.names: list[str] = list(given) if given is not None else [*self._scenarios, "random"]
+
+    def get(self) -> dict[str, State]:
+        if self._built is None:
+            built = {name: self._system.initial_state(name, **kw) for name, kw in self._scenarios.items()}
+            built["random"] = random_state(self._system)
+            self._built = built
+        return self._built
 
 
 def check_rhs_shapes_dtypes(system: System, state: State, **_: Any) -> None:
@@ -155,10 +192,16 @@ def check_rhs_real_matches_rhs(system: System, state: State, **_: Any) -> None:
     assert err < 1e-12, f"rhs_real and rhs disagree by {err:.3e}"
 
 
+def _flatten_batch(state: State) -> State:
+    """The state with its batch axes flattened into one, `(n, L)` fields and `(n, L, L)` rho."""
+    n_batch = len(state.batch_shape)
+    return state.map(lambda t: t.reshape(-1, *t.shape[n_batch:]))
+
+
 def check_batch_equivalence(system: System, state: State, **_: Any) -> None:
     if not state.batch_shape:
         return
-    flat = state.map(lambda t: t.reshape(-1, *t.shape[len(state.batch_shape):]))
+    flat = _flatten_batch(state)
     d_batch = system.rhs(flat)
     for i in range(flat.rho.shape[0]):
         d_one = system.rhs(flat.index(i))
@@ -323,6 +366,137 @@ def check_scenarios_deterministic(
         )
 
 
+# -- the dependency graph against the rhs ---------------------------------------------------------
+def _perturbation_basis(x: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis `(n, *x.shape)` of the perturbations a variable can take: the unit vectors
+    of a site field, the Hermitian matrices (real diagonal units, symmetric and antisymmetric-imaginary
+    pairs) of a pair matrix, as rho stays Hermitian."""
+    if not x.is_complex():
+        return torch.eye(x.numel(), dtype=x.dtype).reshape(-1, *x.shape)
+    L = x.shape[-1]
+    basis = []
+    for i in range(L):
+        for j in range(i, L):
+            for part in ((1.0,) if i == j else (2**-0.5, 1j * 2**-0.5)):
+                b = torch.zeros(L, L, dtype=x.dtype)
+                b[i, j] = part
+                b[j, i] = part.conjugate() if isinstance(part, complex) else part
+                basis.append(b)
+    return torch.stack(basis)
+
+
+def _blind_directions(views: list[Any], x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Coefficients `(n, k)` (orthonormal columns) of the perturbations of `x` that every view in `views`
+    maps to zero at first order: what a derivative reading `x` only through `views` cannot respond to."""
+    n = basis.shape[0]
+    if not views:
+        return torch.eye(n, dtype=torch.float64)
+
+    def seen(p: torch.Tensor) -> torch.Tensor:
+        x_p = x + torch.tensordot(p.to(basis.dtype), basis, dims=1)
+        outs = [v(x_p) for v in views]
+        return torch.cat([(torch.view_as_real(o) if o.is_complex() else o).reshape(-1).to(torch.float64) for o in outs])
+
+    jac = torch.autograd.functional.jacobian(seen, torch.zeros(n, dtype=torch.float64), vectorize=True)
+    _, sv, vh = torch.linalg.svd(jac, full_matrices=True)
+    rank = int((sv > 1e-9 * float(sv.max())).sum()) if sv.numel() and float(sv.max()) > 0 else 0
+    return vh[rank:].T
+
+
+class _Probe:
+    """Perturbs the variables of one unbatched state and measures how each derivative responds."""
+
+    def __init__(self, system: System, state: State, generator: torch.Generator) -> None:
+        self.system, self.state, self.generator = system, state, generator
+        self.bases = {v: _perturbation_basis(state[v]) for v in state.names}
+
+    def blind(self, views: list[Any], source: str) -> torch.Tensor:
+        return _blind_directions(views, self.state[source], self.bases[source])
+
+    def response(self, source: str, null: torch.Tensor, target: str) -> float | None:
+        """Largest `|d(rhs[target])/d(source) . delta|` over two random unit perturbations `delta` within
+        `null` (central differences); None when `null` is empty."""
+        if null.shape[1] == 0:
+            return None
+        x = self.state[source]
+        eps = 1e-6 * max(1.0, float(x.abs().amax()))
+        out = 0.0
+        for _ in range(2):
+            p = null @ torch.randn(null.shape[1], dtype=torch.float64, generator=self.generator)
+            delta = torch.tensordot((p / p.norm()).to(self.bases[source].dtype), self.bases[source], dims=1)
+            plus = self.system.rhs(self._moved(source, x + eps * delta))[target]
+            minus = self.system.rhs(self._moved(source, x - eps * delta))[target]
+            out = max(out, float((plus - minus).abs().amax()) / (2 * eps))
+        return out
+
+    def _moved(self, source: str, value: torch.Tensor) -> State:
+        if source == RHO:
+            return State._raw(dict(self.state.fields), value)
+        return State._raw({**self.state.fields, source: value}, self.state.rho)
+
+
+def _single_states(states: Mapping[str, State], per_state: int = 2) -> Iterator[tuple[str, State]]:
+    """Up to `per_state` unbatched elements of each state, named `state[i]` when it has several."""
+    for name, st in states.items():
+        flat = _flatten_batch(st)
+        for i in range(min(per_state, flat.rho.shape[0])):
+            yield (name if flat.rho.shape[0] == 1 else f"{name}[{i}]"), flat.index(i)
+
+
+def check_graph_matches_rhs(
+    system: System, state: State, tol: Tolerances, states: Mapping[str, State] | None = None, **_: Any
+) -> None:
+    """The declared graph is what `rhs` depends on: the surrogate sees only the declared inputs.
+
+    On (up to two batch elements of) every test state, each variable is perturbed by central differences
+    in random directions its declared views for a target cannot see (every direction when the target
+    does not declare it): a derivative that moves depends on something undeclared, a failure naming
+    target and source. Conversely each declared input is perturbed in directions only it sees (invisible
+    to the target's other views of the same variable); one that never moves the derivative on any test
+    state gets an `UnusedDependencyWarning`. "Moves" means a response above `tol.dependency` times the
+    largest response of that derivative (floored at 1). Views must be torch-differentiable (as they are
+    for training); an identity-like view of a variable leaves no direction to test against it.
+    """
+    graph = system.graph
+    gen = torch.Generator().manual_seed(0)
+    tested = states if states is not None else {"state": state}
+    undeclared: dict[tuple[str, str], tuple[float, str]] = {}  # (target, source) -> largest response, where
+    used: dict[tuple[str, int], float] = {}  # (target, input index) -> largest response / bound
+
+    for sname, st in _single_states(tested):
+        probe = _Probe(system, st, gen)
+        for t in graph.variables:
+            deps = graph.inputs(t)
+            largest = max(probe.response(v, probe.blind([], v), t) or 0.0 for v in graph.variables)
+            bound = tol.dependency * max(1.0, largest)
+            for v in graph.variables:  # perturbed where the declared views of v cannot see
+                r = probe.response(v, probe.blind([d.resolved_view() for d in deps if d.source == v], v), t)
+                if r is not None and r > bound and r > undeclared.get((t, v), (0.0, ""))[0]:
+                    undeclared[(t, v)] = (r, sname)
+            for i, d in enumerate(deps):  # perturbed where only this input sees
+                others = [o.resolved_view() for j, o in enumerate(deps) if j != i and o.source == d.source]
+                r = probe.response(d.source, probe.blind(others, d.source), t)
+                if r is not None:
+                    used[(t, i)] = max(used.get((t, i), 0.0), r / bound)
+    for t in graph.variables:
+        for i, d in enumerate(graph.inputs(t)):
+            if (t, i) in used and used[(t, i)] <= 1.0:
+                warnings.warn(
+                    f"d{t}/dt never responded to its declared input {d.label()} on the test states "
+                    f"{sorted(tested)}: the graph gives the surrogate an input the equations do not use",
+                    UnusedDependencyWarning,
+                    stacklevel=2,
+                )
+    if undeclared:
+        lines = []
+        for (t, source), (r, sname) in sorted(undeclared.items()):
+            seen_as = [d.label() for d in graph.inputs(t) if d.source == source]
+            how = (f"beyond its declared {', '.join(seen_as)} (perturbed where those views see nothing)"
+                   if seen_as else f"which the graph does not declare as an input of {t}")
+            lines.append(f"d{t}/dt depends on {source}, {how}: response {r:.3e} on state '{sname}'")
+        raise AssertionError("rhs depends on inputs the graph does not declare:\n  " + "\n  ".join(lines))
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "rhs_shapes_dtypes": check_rhs_shapes_dtypes,
     "rhs_real_matches_rhs": check_rhs_real_matches_rhs,
@@ -332,32 +506,39 @@ CHECKS: dict[str, Callable[..., None]] = {
     "energy_drift_order": check_energy_drift_order,
     "rk4_order": check_rk4_order,
     "scenarios_deterministic": check_scenarios_deterministic,
+    "graph_matches_rhs": check_graph_matches_rhs,
 }
 
 _PER_STATE = {"rhs_shapes_dtypes", "rhs_real_matches_rhs", "batch_equivalence", "hermiticity_and_trace",
               "von_neumann_generator", "energy_drift_order", "rk4_order"}
 
 
+def _run_check(fn: Callable[..., None], system: System, states: _States, name: str | None, kw: dict[str, Any]) -> None:
+    built = states.get()
+    fn(system, built[name] if name is not None else next(iter(built.values())), states=built, **kw)
+
+
 def iter_checks(
     system: System,
     states: Mapping[str, State] | None = None,
     *,
-    scenario_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    scenario_kwargs: ScenarioKwargs | None = None,
     dt: float = 0.1,
     n_steps: int = 100,
     tolerances: Tolerances = Tolerances(),
 ) -> Iterator[tuple[str, Callable[[], None]]]:
     """Yield `(check_id, run)` pairs; `run()` raises AssertionError on failure and `CheckSkipped` (which
-    pytest reports as a skip) when the check cannot run on this system."""
-    states = dict(states) if states is not None else _default_states(system, scenario_kwargs)
+    pytest reports as a skip) when the check cannot run on this system. The default states are built
+    when the first `run()` needs them. Every check gets `state` (its own, or the first for checks that
+    run once) and `states` (all of them)."""
+    lazy = _States(system, states, scenario_kwargs)
     kw = {"dt": dt, "n_steps": n_steps, "tol": tolerances, "scenario_kwargs": scenario_kwargs}
     for cname, fn in CHECKS.items():
         if cname in _PER_STATE:
-            for sname, st in states.items():
-                yield f"{cname}[{sname}]", (lambda fn=fn, st=st: fn(system, st, **kw))
+            for sname in lazy.names:
+                yield f"{cname}[{sname}]", functools.partial(_run_check, fn, system, lazy, sname, kw)
         else:
-            first = next(iter(states.values()))
-            yield cname, (lambda fn=fn, st=first: fn(system, st, **kw))
+            yield cname, functools.partial(_run_check, fn, system, lazy, None, kw)
 
 
 def check_system(system: System, states: Mapping[str, State] | None = None, **kwargs: Any) -> list[str]:
@@ -381,3 +562,62 @@ def check_system(system: System, states: Mapping[str, State] | None = None, **kw
     if failures:
         raise AssertionError(f"{len(failures)} conformance check(s) failed for {system!r}:\n" + "\n".join(failures))
     return passed
+
+
+# -- pytest ------------------------------------------------------------------------------------------
+def _for(value: Any, system: System) -> Any:
+    """A `parametrize_with_checks` option: the same value for every system, or a function of the system."""
+    return value(system) if callable(value) else value
+
+
+def system_id(system: System) -> str:
+    """A short test id: the system's name and the parameters that differ from their defaults (e.g.
+    `holstein(L=8,boundary=open)`), since a full repr makes unwieldy pytest ids."""
+    fields = type(system.params).model_fields
+    shown = [f"{k}={v}" for k, v in system.params.model_dump().items()
+             if fields[k].is_required() or v != fields[k].get_default(call_default_factory=True)]
+    return f"{system.name}({','.join(shown)})"
+
+
+def parametrize_with_checks(
+    systems: Sequence[System],
+    *,
+    expected_failed_checks: Mapping[str, str] | Callable[[System], Mapping[str, str]] | None = None,
+    scenario_kwargs: ScenarioKwargs | Callable[[System], ScenarioKwargs | None] | None = None,
+    states: Mapping[str, State] | Callable[[System], Mapping[str, State] | None] | None = None,
+    dt: float = 0.1,
+    n_steps: int = 100,
+    tolerances: Tolerances = Tolerances(),
+) -> Any:
+    """A pytest `parametrize` mark with one case per (system, check), as scikit-learn's
+    `parametrize_with_checks` gives per (estimator, check)::
+
+        @parametrize_with_checks([MyChain(L=8), MyChain(L=8, boundary="open")], n_steps=30)
+        def test_conformance(system, check):
+            check()
+
+    The case id is `system_id(system)` and the check id (`rk4_order[random]`), so a failure names both.
+    `expected_failed_checks` maps a check name (every state) or a check id (one state) to the reason
+    it fails: those cases are `xfail(strict=True, raises=AssertionError)`, so a check that starts to
+    pass, or fails by crashing, is reported. An unknown key is an error (a typo would silently expect
+    nothing). `scenario_kwargs`, `states` and `expected_failed_checks` are values for every system or
+    functions of the system; the other options are those of `iter_checks`. States are built when the
+    first case runs, not at collection.
+    """
+    import pytest  # the kit itself does not need pytest
+
+    params = []
+    for system in systems:
+        expected = dict(_for(expected_failed_checks, system) or {})
+        checks = list(iter_checks(system, _for(states, system), scenario_kwargs=_for(scenario_kwargs, system),
+                                  dt=dt, n_steps=n_steps, tolerances=tolerances))
+        known = set(CHECKS) | {cid for cid, _ in checks}
+        unknown = sorted(set(expected) - known)
+        if unknown:
+            raise ValueError(f"expected_failed_checks for {system_id(system)} names unknown checks {unknown}; "
+                             f"known: {sorted(known)}")
+        for cid, run in checks:
+            reason = expected.get(cid, expected.get(cid.split("[", 1)[0]))
+            marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)] if reason else []
+            params.append(pytest.param(system, run, id=f"{system_id(system)}-{cid}", marks=marks))
+    return pytest.mark.parametrize(("system", "check"), params)

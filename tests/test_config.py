@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from toy_system import ToySystem
 
+from qcsurrogate import State, hookimpl, register_plugin, scenario
 from qcsurrogate.config import (
     ConfigError,
     DataConfig,
@@ -164,6 +165,39 @@ def test_simulation_validity(dt, n_steps, save_every):
     else:
         with pytest.raises(ConfigError, match=r"(dt|n_steps|save_every): "):
             parse_config(data, SimulationConfig)
+
+
+def test_scenario_argument_errors_are_all_reported_at_their_keys(tmp_path):
+    """The loader reports what the scenario's own validation (`validate_scenario_kwargs`) finds, each
+    problem at its key: constraints from the signature, unknown names with a suggestion."""
+    msg = _error(tmp_path, GOOD.replace("{sigma: 0.5}", "{n_traj: 0, sigam: 1, seed: 1.5}"))
+    assert "scenario.kwargs.n_traj: Input should be greater than or equal to 1" in msg, msg
+    assert "scenario.kwargs.seed: Input should be a valid integer, got a number with a fractional part" in msg, msg
+    assert ("scenario.kwargs.sigam: scenario 'random_start' has no argument 'sigam' (did you mean 'sigma'?); "
+            "it accepts ['seed', 'n_traj', 'sigma']") in msg, msg
+
+
+def test_scenario_without_its_required_argument_is_refused(tmp_path, clean_registry):
+    class WithUserState(ToySystem):
+        name = "toy-with-user-state"
+
+        @scenario
+        def given(self, state: State) -> State:
+            """Start from a user-given state."""
+            return state
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_systems(register):
+            register(WithUserState)
+
+    register_plugin(Plugin, name="user-state-plugin")
+    text = GOOD.replace("name: toy", "name: toy-with-user-state").replace("name: random_start", "name: given")
+    msg = _error(tmp_path, text.replace("{sigma: 0.5}", "{}"))
+    assert "scenario.kwargs.state: Field required" in msg, msg
+    msg = _error(tmp_path, text.replace("{sigma: 0.5}", "{state: 3}"))
+    assert "scenario.kwargs.state: Input should be an instance of State" in msg, msg
 
 
 def test_scenario_kwargs_are_typed_by_the_signature(tmp_path):

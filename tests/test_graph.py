@@ -7,45 +7,59 @@ import json
 import pytest
 import torch
 
-from qcsurrogate import graph as graph_mod
-from qcsurrogate.graph import Dependency, DependencyGraph, View, available_views, get_view, kind_of, register_view
+import qcsurrogate
+from qcsurrogate.graph import Dependency, DependencyGraph, View, available_views, get_view, kind_of
 from qcsurrogate.state import RHO
 
 TOY_EDGES = {"X": ["V"], "V": ["X", ("rho", "diagonal")], "rho": ["X", "rho"]}
 
 
+def _bond_view(name: str = "bond") -> View:
+    return View(name, "pair", "site", lambda x: torch.diagonal(x, offset=1, dim1=-2, dim2=-1).real, "bond")
+
+
 @pytest.fixture
-def views(monkeypatch):
-    """An isolated copy of the view registry, so registering views here leaks into no other test."""
-    monkeypatch.setattr(graph_mod, "_VIEWS", dict(graph_mod._VIEWS))
-    return graph_mod._VIEWS
+def views(clean_registry):
+    """Views registered here go through the registry, which `clean_registry` restores after the test."""
+    return clean_registry
 
 
 # -- the view registry -------------------------------------------------------------------------------
 def test_builtin_views():
-    assert {"identity", "matrix", "diagonal"} <= set(available_views())
+    assert {"identity", "matrix", "diagonal", "bond_real", "bond_imag"} <= set(available_views())
     assert available_views() == sorted(available_views())
     d = get_view("diagonal")
     assert (d.input_kind, d.output_kind) == ("pair", "site")
     assert (get_view("identity").input_kind, get_view("identity").output_kind) == ("site", "site")
     assert (get_view("matrix").input_kind, get_view("matrix").output_kind) == ("pair", "pair")
+    # registered by the core's own plugin, like its surrogates
+    assert qcsurrogate.list_plugins()["qcsurrogate"]["views"] == ["identity", "matrix", "diagonal", "bond_real",
+                                                                  "bond_imag"]
 
 
 def test_register_view_and_reject_duplicates(views):
-    bond = View("bond", "pair", "site", lambda x: torch.diagonal(x, offset=1, dim1=-2, dim2=-1).real, "bond")
-    assert register_view(bond) is bond
+    bond = _bond_view()
+    assert qcsurrogate.register_view(bond) is bond
     assert get_view("bond") is bond and "bond" in available_views()
-    with pytest.raises(ValueError, match="'bond' is already registered"):
-        register_view(View("bond", "pair", "site", lambda x: x))
-    with pytest.raises(ValueError, match="already registered"):
-        register_view(View("diagonal", "pair", "site", lambda x: x))
-    other = View("bond", "pair", "pair", lambda x: x)
-    register_view(other, replace=True)
-    assert get_view("bond") is other
+    assert views.list_plugins()["view:bond"]["views"] == ["bond"]
+    with pytest.raises(views.RegistryError, match="view name 'bond' registered twice: by plugin 'view:bond'"):
+        qcsurrogate.register_view(_bond_view(), name="another")
+    with pytest.raises(views.RegistryError, match="by plugin 'qcsurrogate' .* and by plugin 'view:diagonal'"):
+        qcsurrogate.register_view(View("diagonal", "pair", "site", lambda x: x))
+    assert get_view("bond") is bond and get_view("diagonal").doc.startswith("real part")  # failures left no trace
+    views.unregister_plugin("view:bond")
+    assert "bond" not in available_views()
 
 
 def test_views_fixture_isolates_registry():
     assert "bond" not in available_views()
+
+
+def test_view_kinds_are_checked():
+    with pytest.raises(ValueError, match="input_kind must be one of"):
+        View("v", "bond", "site", lambda x: x)
+    with pytest.raises(ValueError, match="non-empty name"):
+        View("", "site", "site", lambda x: x)
 
 
 def test_unknown_view_lists_registered_ones():
@@ -88,7 +102,7 @@ def test_validation_errors(edges, match):
 
 
 def test_custom_view_usable_in_graph(views):
-    register_view(View("bond", "pair", "site", lambda x: torch.diagonal(x, offset=1, dim1=-2, dim2=-1).real))
+    qcsurrogate.register_view(_bond_view())
     g = DependencyGraph({"X": [("rho", "bond")], "rho": ["rho"]})
     assert g.inputs("X")[0].label() == "bond(rho)"
 

@@ -247,7 +247,7 @@ def test_writer_rejects_mismatched_chunks(tmp_path, chain):
             w.append(State.stack([_random_state(5, ())]))
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(TypeError, match="scenario_kwargs.gen"):
-        TrajectoryWriter(tmp_path / "m.h5", chain, dt=0.1, scenario="random_start",
+        TrajectoryWriter(tmp_path / "m.h5", chain, dt=0.1, scenario="hand-built",  # not a scenario: kept as given
                            scenario_kwargs={"gen": object()})
     with pytest.raises(ValueError, match="precision"):
         TrajectoryWriter(tmp_path / "m.h5", chain, dt=0.1, precision="float16")  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ import qcsurrogate
 from qcsurrogate.io import TrajectoryWriter, open_trajectory, resolve_scenario_kwargs, simulate_to_file
 from qcsurrogate.io import writer as W
 from qcsurrogate.state import State
-from qcsurrogate.system import scenario
+from qcsurrogate.system import ScenarioArgumentError, scenario
 
 
 @pytest.fixture
@@ -358,7 +358,7 @@ def test_plugin_provenance(tmp_path, toy_registered, monkeypatch):
 
 class Scenarios(ToySystem):
     @scenario
-    def kw(self, a: int = 1, *args, b: float = 2.0, **more) -> State:
+    def kw(self, a: int = 1, *, b: float = 2.0, **more) -> State:
         return self.at_rest()
 
     def plain(self, a: int = 1) -> State:
@@ -374,10 +374,23 @@ def test_resolve_scenario_kwargs():
     assert resolve_scenario_kwargs(s, "plain", {"x": 1}) == {"x": 1}  # not a scenario: as given
     assert resolve_scenario_kwargs(s, "missing", {"x": 1}) == {"x": 1}
     plain = ToySystem(L=4)
-    assert resolve_scenario_kwargs(plain, "random_start", {"nope": 1}) == {"nope": 1}  # does not bind: as given
     kwargs = {"seed": 3}
     assert resolve_scenario_kwargs(plain, "random_start", kwargs) == {"seed": 3, "n_traj": 2, "sigma": 0.5}
     assert kwargs == {"seed": 3}  # not modified
+
+
+def test_resolve_scenario_kwargs_records_what_the_scenario_receives():
+    """The record goes through the scenario's own validation: coerced values, and no record of
+    arguments the scenario would refuse."""
+    plain = ToySystem(L=4)
+    resolved = resolve_scenario_kwargs(plain, "random_start", {"sigma": "1e-4", "n_traj": 3.0})
+    assert resolved == {"seed": 0, "n_traj": 3, "sigma": 1e-4}
+    assert type(resolved["n_traj"]) is int and type(resolved["sigma"]) is float
+    with pytest.raises(ScenarioArgumentError, match="random_start.*\n  nope: scenario 'random_start' has no argument"):
+        resolve_scenario_kwargs(plain, "random_start", {"nope": 1})
+    with pytest.raises(ScenarioArgumentError, match="seed: Input should be a valid integer"):
+        resolve_scenario_kwargs(plain, "random_start", {"seed": "abc"})
+    assert resolve_scenario_kwargs(Scenarios(L=4), "kw", {"a": "2"}) == {"a": 2, "b": 2.0}
 
 
 # -- simulate_to_file -------------------------------------------------------------------------------------

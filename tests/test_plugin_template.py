@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import qcsurrogate
-from qcsurrogate import graph as graph_mod
 from qcsurrogate.surrogate import PARC, Normalization, PARCConfig
 from qcsurrogate.testing import check_system
 
@@ -23,13 +22,12 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "examples" / "plugin_template"
 
 @pytest.fixture
 def ssh(monkeypatch):
-    """The template package, imported afresh from the source tree, its view registered into a copy
-    of the view registry: neither the module nor its 'bond_matrix' view outlives the test."""
+    """The template package, imported afresh from the source tree; the module does not outlive the test
+    (importing it registers nothing: its plugin module's hooks do, once the plugin is registered)."""
     def ours() -> list[str]:
         return [m for m in sys.modules if m == "qcsurrogate_ssh" or m.startswith("qcsurrogate_ssh.")]
 
     monkeypatch.syspath_prepend(str(TEMPLATE))
-    monkeypatch.setattr(graph_mod, "_VIEWS", dict(graph_mod._VIEWS))
     for name in ours():
         monkeypatch.delitem(sys.modules, name)  # put back by monkeypatch after the test
     yield importlib.import_module("qcsurrogate_ssh")
@@ -44,24 +42,37 @@ def test_template_is_a_complete_package():
     assert (TEMPLATE / "README.md").exists() and list((TEMPLATE / "tests").glob("test_*.py"))
 
 
-def test_template_registers_and_passes_the_kit(ssh, clean_registry):
-    plugin = importlib.import_module("qcsurrogate_ssh.plugin")
-    qcsurrogate.register_plugin(plugin, name="ssh-template")
+@pytest.fixture
+def ssh_registered(ssh, clean_registry):
+    """The template registered in-process as plugin 'ssh-template' (as its entry point would), until the test ends."""
+    qcsurrogate.register_plugin(importlib.import_module("qcsurrogate_ssh.plugin"), name="ssh-template")
+    return ssh
+
+
+def test_importing_the_template_registers_nothing(ssh):
+    assert "bond_matrix" not in qcsurrogate.available_views()
+
+
+def test_template_registers_and_passes_the_kit(ssh_registered, clean_registry):
+    ssh = ssh_registered
     assert clean_registry.list_plugins()["ssh-template"]["systems"] == ["ssh"]
+    assert clean_registry.list_plugins()["ssh-template"]["views"] == ["bond_matrix"]
     system = qcsurrogate.load_system("ssh", L=6, alpha=0.6)
     assert isinstance(system, ssh.SSHChain) and system.field_names == ("u", "p")
     passed = check_system(system, scenario_kwargs={"random_bonds": {"n_traj": 2, "seed": 1}}, dt=0.1, n_steps=10)
-    assert {"rhs_shapes_dtypes[dimerized]", "rk4_order[random_bonds]", "scenarios_deterministic"} <= set(passed)
+    expected = {"rhs_shapes_dtypes[dimerized]", "rk4_order[random_bonds]", "scenarios_deterministic",
+                "graph_matches_rhs"}
+    assert expected <= set(passed)
 
 
 @pytest.mark.parametrize(
     "scenario, kwargs, integrator_inputs",
     [("dimerized", {}, "derivative"), ("random_bonds", {"n_traj": 3}, "state")],
 )
-def test_template_graph_drives_parc(ssh, scenario, kwargs, integrator_inputs):
-    system = ssh.SSHChain(L=6)
+def test_template_graph_drives_parc(ssh_registered, scenario, kwargs, integrator_inputs):
+    system = ssh_registered.SSHChain(L=6)
     graph = system.graph
-    assert "bond_matrix" in graph_mod.available_views()
+    assert qcsurrogate.get_view("bond_matrix").fn is ssh_registered.bond_matrix
     assert graph.to_dict()["rho"] == [["u", "bond_matrix"], ["rho", "matrix"]]
     config = PARCConfig(width=8, integrator_inputs=integrator_inputs)
     model = PARC(graph, system.boundary, config, Normalization.identity(graph))
@@ -71,6 +82,6 @@ def test_template_graph_drives_parc(ssh, scenario, kwargs, integrator_inputs):
         assert nxt[name].shape == state[name].shape
         assert torch.isfinite(torch.view_as_real(nxt[name]) if nxt[name].is_complex() else nxt[name]).all()
     assert nxt.rho.is_complex() and not nxt["u"].is_complex()
-    # The spec is JSON naming the view; the model rebuilds from it while the plugin is imported.
+    # The spec is JSON naming the view; the model rebuilds from it while the plugin is registered.
     again = PARC.from_spec(model.spec())
     assert again.graph == graph

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import subprocess
 import sys
 import textwrap
 import types
@@ -20,11 +23,13 @@ from qcsurrogate.registry import (
     list_plugins,
     list_surrogates,
     list_systems,
+    list_views,
     load_system,
     register_plugin,
     unregister_plugin,
 )
-from qcsurrogate.system import ConfigError, System
+from qcsurrogate.system import ConfigError, ScenarioArgumentError, System
+from qcsurrogate.views import View, get_view
 
 FAKEPLUG = textwrap.dedent(
     '''
@@ -32,7 +37,7 @@ FAKEPLUG = textwrap.dedent(
     import torch
 
     from qcsurrogate import hookimpl
-    from qcsurrogate.graph import DependencyGraph
+    from qcsurrogate.graph import DependencyGraph, View
     from qcsurrogate.state import State
     from qcsurrogate.system import System, SystemParams, scenario
 
@@ -67,6 +72,11 @@ FAKEPLUG = textwrap.dedent(
     @hookimpl
     def register_systems(register):
         register(FakeChain)
+
+
+    @hookimpl
+    def register_views(register):
+        register(View("fakeplug_twice", "site", "site", lambda x: 2 * x, "twice the field"))
     '''
 )
 
@@ -113,7 +123,27 @@ def test_installed_plugin_discovered_via_entry_point(fakeplug):
     plugins = list_plugins()
     assert plugins["fakeplug"]["version"] == "0.3"
     assert plugins["fakeplug"]["systems"] == ["fakeplug-chain"]
+    assert plugins["fakeplug"]["views"] == ["fakeplug_twice"]
     assert get_registry().systems["fakeplug-chain"].plugin == "fakeplug"
+    assert get_registry().views["fakeplug_twice"].plugin == "fakeplug"
+
+
+def test_installed_view_resolves_in_a_fresh_process_without_touching_the_registry(fakeplug):
+    """No import-order caveat: a graph naming a plugin's view is rebuilt from JSON (as when a model is
+    loaded) in a process that imported nothing but the graph module."""
+    code = textwrap.dedent(
+        """
+        import torch
+        from qcsurrogate.graph import DependencyGraph
+        g = DependencyGraph.from_dict({"X": [["X", "fakeplug_twice"]], "rho": [["rho", "matrix"]]})
+        print(g.inputs("X")[0].resolved_view()(torch.ones(2)).tolist())
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fakeplug), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[2.0, 2.0]"
 
 
 def test_fakeplug_is_gone_afterwards():
@@ -208,6 +238,69 @@ def test_surrogate_registration_checks_base(clean_registry):
         register_plugin(plugin(ToySystem, hook="register_surrogates"), name="badsurrogates")
 
 
+# -- views -------------------------------------------------------------------------------------------
+def _view(name: str) -> View:
+    return View(name, "pair", "site", lambda x: x.diagonal(dim1=-2, dim2=-1).imag, "imaginary diagonal")
+
+
+def test_views_are_registered_per_plugin_and_duplicates_name_both(clean_registry):
+    register_plugin(plugin(_view("imag_diag"), hook="register_views"), name="viewplug")
+    assert list_plugins()["viewplug"] == {"version": None, "systems": [], "surrogates": [], "views": ["imag_diag"]}
+    assert "imag_diag" in list_views() and get_view("imag_diag").doc == "imaginary diagonal"
+    with pytest.raises(RegistryError, match=r"view name 'imag_diag' registered twice: by plugin 'viewplug' "
+                                            r"\(test_registry\._view\.<locals>\.<lambda>\) and by plugin 'other'"):
+        register_plugin(plugin(_view("imag_diag"), hook="register_views"), name="other")
+    with pytest.raises(RegistryError, match="view name 'bond_real' registered twice: by plugin 'qcsurrogate'"):
+        register_plugin(plugin(_view("bond_real"), hook="register_views"), name="shadow")
+    unregister_plugin("viewplug")
+    with pytest.raises(KeyError, match="unknown view 'imag_diag'"):
+        get_view("imag_diag")
+
+
+def test_plugins_command_lists_views_per_plugin(clean_registry, capsys):
+    from qcsurrogate.cli import main
+
+    register_plugin(plugin(_view("imag_diag"), hook="register_views"), name="viewplug")
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "viewplug (version unknown)\n  view imag_diag (pair -> site): imaginary diagonal\n" in out
+    assert "  view diagonal (pair -> site): real part of the diagonal" in out  # the core's, under 'qcsurrogate'
+    assert main(["plugins", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["plugins"]
+    assert info["viewplug"]["views"] == {"imag_diag": {"kinds": "pair -> site", "description": "imaginary diagonal"}}
+    assert list(info["qcsurrogate"]["views"]) == ["identity", "matrix", "diagonal", "bond_real", "bond_imag"]
+
+
+def test_a_view_must_be_a_view(clean_registry):
+    with pytest.raises(RegistryError, match="plugin 'badviews' registered .* as a view, but it is not a "
+                                            "qcsurrogate.View"):
+        register_plugin(plugin(ToySystem, hook="register_views"), name="badviews")
+
+
+def test_asking_the_registry_while_it_is_built_is_an_error_not_a_deadlock(clean_registry):
+    """A plugin that resolves its own view at registration (or import) time gets a clear error."""
+
+    @hookimpl
+    def register_systems(register):
+        get_view("not_yet_registered")
+
+    with pytest.raises(RegistryError, match="asked for while plugins were still being registered"):
+        register_plugin(types.SimpleNamespace(register_systems=register_systems), name="eager")
+    assert "eager" not in list_plugins()
+
+
+def test_graph_and_views_do_not_import_the_registry():
+    """The graph resolves view names through the seam in views.py, so neither module imports the registry."""
+    import ast
+    from pathlib import Path
+
+    for module in ("graph.py", "views.py"):
+        tree = ast.parse((Path(qcsurrogate.__file__).parent / module).read_text())
+        imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m and "registry" in m], (module, imported)
+
+
 def test_unknown_system_lists_installed(clean_registry):
     register_plugin(plugin(ToySystem, ScalarLinear), name="toyplug")
     with pytest.raises(RegistryError, match=r"unknown system 'nope'; installed systems: .*scalar-linear, toy"):
@@ -255,7 +348,10 @@ def test_system_scenarios_and_initial_state(toy):
     assert s.batch_shape == (4,) and s.L == toy.L
     with pytest.raises(KeyError, match=r"no scenario 'nope'; available: \['at_rest', 'random_start'\]"):
         toy.initial_state("nope")
-    with pytest.raises(ConfigError, match=r"unknown argument\(s\) \['n_traject'\]"):
+    with pytest.raises(ScenarioArgumentError, match=r"n_traject: scenario 'random_start' has no argument "
+                                                   r"'n_traject' \(did you mean 'n_traj'\?\); "
+                                                   r"it accepts \['seed', 'n_traj', 'sigma'\]"):
         toy.initial_state("random_start", n_traject=3)
+    assert issubclass(ScenarioArgumentError, ConfigError)
     assert toy.boundary == "periodic" and ToySystem(boundary="open").boundary == "open"
     assert ScalarLinear().boundary == "periodic"  # no boundary parameter: the default

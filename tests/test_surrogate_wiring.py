@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qcsurrogate import DependencyGraph
-from qcsurrogate.graph import _VIEWS, View, register_view
+from qcsurrogate import DependencyGraph, register_view
+from qcsurrogate.graph import View
 from qcsurrogate.surrogate import PARC, Normalization, PlainCNN
 from qcsurrogate.surrogate.layers import Conv
 from qcsurrogate.surrogate.parc import state_dependencies
@@ -17,14 +17,10 @@ GRAPH = DependencyGraph({"X": ["V"], "V": ["X", ("rho", "diagonal")], "rho": ["X
 
 
 @pytest.fixture
-def custom_views():
+def custom_views(clean_registry):
     """A pair -> site view and a pair -> pair view a plugin might register (removed afterwards)."""
     register_view(View("test_wiring_antidiag", "pair", "site", lambda x: torch.flip(x, (-1,)).diagonal(dim1=-2, dim2=-1).real))
     register_view(View("test_wiring_conj", "pair", "pair", lambda x: x.conj()))
-    try:
-        yield
-    finally:
-        del _VIEWS["test_wiring_antidiag"], _VIEWS["test_wiring_conj"]
 
 
 def test_state_dependencies_add_the_pair_to_site_views_the_graph_names(custom_views):

@@ -31,6 +31,7 @@ from qcsurrogate.testing import (
     CHECKS,
     CheckSkipped,
     ConformanceSkipWarning,
+    UnusedDependencyWarning,
     Tolerances,
     check_hermiticity_and_trace,
     check_von_neumann_generator,
@@ -173,10 +174,12 @@ def test_check_system_passes_on_toy_with_default_states():
     toy = ToySystem(L=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConformanceSkipWarning)  # nothing skipped either
+        warnings.simplefilter("error", UnusedDependencyWarning)  # and every declared input is used
         ids = check_system(toy, **FAST)
-    per_state = [c for c in CHECKS if c != "scenarios_deterministic"]
+    once = ["scenarios_deterministic", "graph_matches_rhs"]
+    per_state = [c for c in CHECKS if c not in once]
     expected = [f"{c}[{s}]" for c in per_state for s in ("at_rest", "random_start", "random")]
-    assert sorted(ids) == sorted([*expected, "scenarios_deterministic"])
+    assert sorted(ids) == sorted([*expected, *once])
 
 
 def test_check_system_custom_states_and_scenario_kwargs():
@@ -399,10 +402,10 @@ def test_iter_checks_yields_ids_and_callables():
     states = {"a": toy.initial_state("at_rest"), "b": toy.initial_state("random_start")}
     pairs = list(iter_checks(toy, states, **FAST))
     ids = [cid for cid, _ in pairs]
-    assert len(ids) == len(set(ids)) == 7 * 2 + 1
+    assert len(ids) == len(set(ids)) == 7 * 2 + 2
     assert ids[:2] == ["rhs_shapes_dtypes[a]", "rhs_shapes_dtypes[b]"]
     assert {"von_neumann_generator[a]", "von_neumann_generator[b]"} <= set(ids)
-    assert ids[-1] == "scenarios_deterministic"
+    assert ids[-2:] == ["scenarios_deterministic", "graph_matches_rhs"]
     assert all(callable(run) for _, run in pairs)
     for cid, run in pairs:  # each closure is bound to its own check and state
         if cid.startswith(("rhs_", "batch_", "von_neumann_")) or cid == "scenarios_deterministic":

@@ -115,8 +115,9 @@ def test_default_step_length_and_tolerances(monkeypatch):
     seen = []
     monkeypatch.setattr(testing, "CHECKS", {"spy": lambda system, state, **kw: seen.append(kw)})
     toy = ToySystem(L=4)
-    assert check_system(toy, {"s": toy.initial_state("at_rest")}) == ["spy"]
-    assert seen == [{"dt": 0.1, "n_steps": 100, "tol": Tolerances(), "scenario_kwargs": None}]
+    states = {"s": toy.initial_state("at_rest")}
+    assert check_system(toy, states) == ["spy"]
+    assert seen == [{"dt": 0.1, "n_steps": 100, "tol": Tolerances(), "scenario_kwargs": None, "states": states}]
 
 
 def test_skip_warning_points_at_the_caller_and_lists_every_skip():

@@ -12,16 +12,18 @@ The total energy `Tr(h_hop rho) - c sum_i X_i (n_i - 1/2) + sum_i (V_i^2 + w^2 X
 conserved. The rhs uses dense matrix products: clarity over speed, this is a fixture.
 
 `ToySystemReal` adds a hand-written real-arithmetic `rhs_real` (the path `simulate(compile=True)`
-traces); `BrokenToy*` variants each violate one physical property so the conformance kit can be shown
-to fail on them; `ScalarLinear` is a linear system with a closed-form solution for convergence orders.
+traces); `BrokenToy*` variants each violate one physical property (or the declared graph) so the
+conformance kit can be shown to fail on them; `ToyUnusedInput` declares an input it does not use;
+`ScalarLinear` is a linear system with a closed-form solution for convergence orders.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
 from qcsurrogate.graph import DependencyGraph
 from qcsurrogate.state import State
@@ -95,11 +97,11 @@ class ToySystem(System):
 
     # -- scenarios ------------------------------------------------------------------------------
     @scenario
-    def random_start(self, seed: int = 0, n_traj: int = 2, sigma: float = 0.5) -> State:
+    def random_start(self, seed: int = 0, n_traj: Annotated[int, Field(ge=1)] = 2, sigma: float = 0.5) -> State:
         """Random oscillator displacements and velocities, a random half-filled Slater determinant.
 
         `sigma` is the spread of the displacements and velocities (a float keyword, so config tests can
-        check that scenario kwargs are typed by the signature).
+        check that scenario kwargs are typed by the signature; `n_traj` carries a constraint).
         """
         gen = torch.Generator().manual_seed(seed)
         L = self.params.L
@@ -215,6 +217,41 @@ class BrokenToyRhsReal(ToySystem):
     def rhs_real(self, fields, rho_re, rho_im):
         df, dre, dim = super().rhs_real(fields, rho_re, rho_im)
         return {**df, "V": -(self.params.w**2) * fields["X"]}, dre, dim
+
+
+class BrokenToyHiddenInput(ToySystem):
+    """`dX/dt` also reads the occupations, which the graph (`X <- V`) does not declare: a surrogate
+    wired from the graph could never learn it. Only the `graph_matches_rhs` check sees it."""
+
+    name = "toy-broken-hidden-input"
+
+    def rhs(self, state: State) -> State:
+        d = super().rhs(state)
+        d.fields["X"] = d.fields["X"] + 0.3 * (self.occupations(state.rho) - 0.5)
+        return d
+
+
+class BrokenToyHiddenView(ToySystem):
+    """`dV/dt` also reads the bond order Re rho_{i,i+1}, while the graph declares only `diagonal(rho)`:
+    the dependency on rho is declared, but through a view that does not see what the rhs uses."""
+
+    name = "toy-broken-hidden-view"
+
+    def rhs(self, state: State) -> State:
+        d = super().rhs(state)
+        bond = torch.diagonal(torch.roll(state.rho, -1, dims=-1), dim1=-2, dim2=-1).real
+        d.fields["V"] = d.fields["V"] + 0.3 * bond
+        return d
+
+
+class ToyUnusedInput(ToySystem):
+    """Declares `X <- V, bond_imag(rho)` although `dX/dt = V`: wasteful, not wrong (the kit warns)."""
+
+    name = "toy-unused-input"
+
+    @property
+    def graph(self) -> DependencyGraph:
+        return DependencyGraph({"X": ["V", ("rho", "bond_imag")], "V": ["X", ("rho", "diagonal")], "rho": ["X", "rho"]})
 
 
 class LinearParams(SystemParams):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import math
 import os
 import platform
@@ -19,7 +18,7 @@ import torch
 from ..atomic import AtomicPath
 from ..graph import kind_of
 from ..state import RHO, State
-from ..system import System
+from ..system import System, validate_scenario_kwargs
 from . import schema as S
 
 DEFAULT_TIME_CHUNK = 64
@@ -55,26 +54,14 @@ def _plugin_of(system: System) -> tuple[str, str]:
 
 
 def resolve_scenario_kwargs(system: System, scenario: str | None, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The scenario's keyword arguments with its defaults filled in (so seeds are always recorded)."""
+    """The scenario's keyword arguments as it receives them, defaults filled in (so seeds are always
+    recorded), validated by the scenario's own signature (`validate_scenario_kwargs`): a record of
+    arguments the scenario would refuse is a `ScenarioArgumentError`, not a file that lies. A name
+    that is not a scenario of the system (a state built by hand) records the arguments as given."""
     kwargs = dict(kwargs or {})
-    if not scenario:
+    if not scenario or scenario not in system.scenarios():
         return kwargs
-    fn = getattr(system, scenario, None)
-    if fn is None or not getattr(fn, "__qcs_scenario__", False):
-        return kwargs
-    try:
-        sig = inspect.signature(fn)
-        bound = sig.bind_partial(**kwargs)
-    except (TypeError, ValueError):
-        return kwargs
-    bound.apply_defaults()
-    out: dict[str, Any] = {}
-    for name, value in bound.arguments.items():
-        if sig.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-            out.update(value)
-        elif sig.parameters[name].kind is not inspect.Parameter.VAR_POSITIONAL:
-            out[name] = value
-    return out
+    return validate_scenario_kwargs(system, scenario, kwargs)
 
 
 def _discard_temp(tmp_path: Path) -> None:  # weakref finalizer: never leave litter behind

@@ -15,7 +15,7 @@ site field: entry i belongs to bond (i, i+1).
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -23,7 +23,6 @@ from pydantic import Field
 
 import qcsurrogate
 from qcsurrogate import ConfigError, DependencyGraph, State, System, SystemParams, View
-from qcsurrogate.graph import get_view
 
 # -- the bond order, and a custom view: the bond field as a matrix -----------------------------------
 
@@ -43,22 +42,7 @@ def bond_matrix(u: torch.Tensor) -> torch.Tensor:
 
 
 BOND_MATRIX = View("bond_matrix", "site", "pair", bond_matrix, "a bond field as the symmetric matrix of its bonds")
-
-
-def _register_views() -> None:
-    # At import, so any process that loads the plugin (the registry imports it through its entry
-    # point) can rebuild graphs that name 'bond_matrix', e.g. from a saved model's JSON. Re-importing
-    # this module (importlib.reload) re-registers our own view; another 'bond_matrix' is an error.
-    try:
-        existing = get_view(BOND_MATRIX.name)
-    except KeyError:
-        qcsurrogate.register_view(BOND_MATRIX)
-        return
-    same = (existing.fn.__module__, existing.fn.__qualname__) == (bond_matrix.__module__, bond_matrix.__qualname__)
-    qcsurrogate.register_view(BOND_MATRIX, replace=same)  # raises ValueError if another plugin owns the name
-
-
-_register_views()
+"""Registered by the plugin's `register_views` hook (plugin.py), so graphs naming it resolve wherever the plugin is."""
 
 
 # -- [H, x] in O(L^2), never forming H ----------------------------------------------------------------
@@ -170,29 +154,30 @@ class SSHChain(System):
         return 0.5 * (rho + rho.mH)
 
     @qcsurrogate.scenario
-    def dimerized(self, delta: float = 0.1, n_electrons: int | None = None) -> State:
+    def dimerized(
+        self, delta: Annotated[float, Field(allow_inf_nan=False)] = 0.1, n_electrons: int | None = None
+    ) -> State:
         """Electrons in the ground state of clamped bonds u_i = (-1)^i delta, p = 0, released at t = 0.
 
         The clamped pattern is not the lattice's equilibrium, so the bonds start to oscillate and drive
         the electrons. One deterministic trajectory, shape (L,).
         """
-        if not math.isfinite(delta):
-            raise ConfigError(f"delta must be finite, got {delta!r}")
         L = self.params.L
         u = delta * torch.tensor([(-1.0) ** i for i in range(L)], dtype=torch.float64)
         return State({"u": u, "p": torch.zeros(L)}, self.ground_state(u, n_electrons))
 
     @qcsurrogate.scenario
     def random_bonds(
-        self, n_traj: int = 1, sigma: float = 0.05, seed: int = 0, n_electrons: int | None = None
+        self,
+        n_traj: Annotated[int, Field(ge=1)] = 1,
+        sigma: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.05,
+        seed: Annotated[int, Field(ge=0)] = 0,
+        n_electrons: int | None = None,
     ) -> State:
         """Ground state of random clamped bonds u_i ~ Normal(0, sigma), p = 0; batch shape (n_traj,).
 
         The bonds come from numpy's `default_rng(seed)` (PCG64), whose stream is fixed across platforms.
+        `@qcsurrogate.scenario` has already checked the arguments against their annotations.
         """
-        if isinstance(n_traj, bool) or not isinstance(n_traj, (int, np.integer)) or n_traj < 1:
-            raise ConfigError(f"n_traj must be an integer >= 1, got {n_traj!r}")
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise ConfigError(f"sigma must be finite and >= 0, got {sigma!r}")
-        u = torch.from_numpy(np.random.default_rng(seed).normal(0.0, sigma, size=(int(n_traj), self.params.L)))
+        u = torch.from_numpy(np.random.default_rng(seed).normal(0.0, sigma, size=(n_traj, self.params.L)))
         return State({"u": u, "p": torch.zeros_like(u)}, self.ground_state(u, n_electrons))

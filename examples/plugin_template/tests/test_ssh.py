@@ -1,7 +1,8 @@
 """Tests of the template plugin: the core's conformance kit, plus what the kit cannot know.
 
 The kit checks what every hybrid system must satisfy (shapes, batching, Hermiticity, trace, RK4
-order, energy drift, deterministic scenarios). Only the plugin can check that its equations are the
+order, energy drift, deterministic scenarios, a graph that matches the rhs). Only the plugin can
+check that its equations are the
 right ones, so the other tests compare the O(L^2) kernels with the dense formulas and the forces
 with -dE/du from autograd.
 """
@@ -10,22 +11,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from qcsurrogate_ssh import SSHChain, bond_matrix, bond_order
 
 import qcsurrogate
 from qcsurrogate import ConfigError, State
-from qcsurrogate.testing import check_system, iter_checks, random_state
-from qcsurrogate_ssh import SSHChain, bond_matrix, bond_order
+from qcsurrogate.testing import check_system, parametrize_with_checks, random_state
 
 
-def _cases():
-    system = SSHChain(L=8, alpha=0.6)
-    kwargs = {"random_bonds": {"n_traj": 2, "sigma": 0.1, "seed": 1}}
-    return [pytest.param(run, id=cid) for cid, run in iter_checks(system, scenario_kwargs=kwargs, n_steps=20)]
-
-
-@pytest.mark.parametrize("run", _cases())
-def test_conformance(run):
-    run()  # one pytest case per check and state, so a failure names the check
+@parametrize_with_checks(
+    [SSHChain(L=8, alpha=0.6)], scenario_kwargs={"random_bonds": {"n_traj": 2, "sigma": 0.1, "seed": 1}}, n_steps=20
+)
+def test_conformance(system, check):
+    check()  # one pytest case per system, check and state, so a failure names them
 
 
 def test_check_system_odd_ring():
@@ -85,17 +82,8 @@ def test_parameters_are_validated():
 
 
 def test_discovered_by_the_registry():
-    """Installed, the entry point registers 'ssh'; from a source tree we register the module in-process."""
-    from qcsurrogate.registry import unregister_plugin
-
-    from qcsurrogate_ssh import plugin
-
-    installed = "ssh" in qcsurrogate.list_systems()
-    if not installed:
-        qcsurrogate.register_plugin(plugin, name="ssh")
-    try:
-        assert isinstance(qcsurrogate.load_system("ssh", L=6), SSHChain)
-        assert qcsurrogate.list_plugins()["ssh"]["systems"] == ["ssh"]
-    finally:
-        if not installed:
-            unregister_plugin("ssh")
+    """Installed, the entry point registers 'ssh'; from a source tree conftest.py registers the module."""
+    assert isinstance(qcsurrogate.load_system("ssh", L=6), SSHChain)
+    assert qcsurrogate.list_plugins()["ssh"]["systems"] == ["ssh"]
+    assert qcsurrogate.list_plugins()["ssh"]["views"] == ["bond_matrix"]
+    assert qcsurrogate.get_view("bond_matrix").fn is bond_matrix

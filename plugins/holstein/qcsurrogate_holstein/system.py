@@ -9,8 +9,7 @@ ground states. Equations and defaults are documented in the repository's docs/ph
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -46,11 +45,12 @@ class HolsteinParams(SystemParams):
 
 
 def _check_n_electrons(n_electrons: int | None, L: int) -> int:
+    """Half filling by default; the range depends on L, so it is checked here (@scenario checked the type)."""
     if n_electrons is None:
         return L // 2
-    if isinstance(n_electrons, bool) or not isinstance(n_electrons, (int, np.integer)) or not 0 <= n_electrons <= L:
+    if not 0 <= n_electrons <= L:
         raise ConfigError(f"n_electrons must be an integer in 0..{L} (L={L}), got {n_electrons!r}")
-    return int(n_electrons)
+    return n_electrons
 
 
 class HolsteinChain(System):
@@ -141,11 +141,11 @@ class HolsteinChain(System):
     @qcsurrogate.scenario
     def shallow_quench(
         self,
-        g_initial: float = 0.5,
+        g_initial: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5,
         n_electrons: int | None = None,
-        tol: float = 1e-12,
-        max_iter: int = 5000,
-        mixing: float = 1.0,
+        tol: Annotated[float, Field(gt=0)] = 1e-12,
+        max_iter: Annotated[int, Field(ge=1)] = 5000,
+        mixing: Annotated[float, Field(gt=0, le=1)] = 1.0,
         degeneracy_tol: float = DEGENERACY_TOL,
     ) -> State:
         """Self-consistent CDW ground state at g_initial (P = 0), then evolved with the system's g.
@@ -156,10 +156,6 @@ class HolsteinChain(System):
         """
         p = self.params
         N = _check_n_electrons(n_electrons, p.L)
-        if not (math.isfinite(g_initial) and g_initial >= 0):
-            raise ConfigError(f"g_initial must be finite and >= 0, got {g_initial!r}")
-        if not tol > 0 or max_iter < 1 or not 0 < mixing <= 1:
-            raise ConfigError(f"need tol > 0, max_iter >= 1, 0 < mixing <= 1; got {tol}, {max_iter}, {mixing}")
         sol = self_consistent_cdw(
             lambda Q: self.hamiltonian(Q, g=g_initial).numpy(),
             L=p.L, g=g_initial, K=p.K, n0=p.density_offset, n_electrons=N,
@@ -171,9 +167,9 @@ class HolsteinChain(System):
     @qcsurrogate.scenario
     def deep_quench(
         self,
-        n_traj: int = 1,
-        sigma: float = 1e-4,
-        seed: int = 0,
+        n_traj: Annotated[int, Field(ge=1)] = 1,
+        sigma: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-4,
+        seed: Annotated[int, Field(ge=0)] = 0,
         n_electrons: int | None = None,
         degeneracy_tol: float = DEGENERACY_TOL,
     ) -> State:
@@ -184,16 +180,10 @@ class HolsteinChain(System):
         """
         p = self.params
         N = _check_n_electrons(n_electrons, p.L)
-        if isinstance(n_traj, bool) or not isinstance(n_traj, (int, np.integer)) or n_traj < 1:
-            raise ConfigError(f"n_traj must be an integer >= 1, got {n_traj!r}")
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise ConfigError(f"sigma must be finite and >= 0, got {sigma!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
         rho, shell = ground_state_density(self.hamiltonian(np.zeros(p.L), g=0.0).numpy(), N, degeneracy_tol)
         report_degeneracy(shell, f"deep_quench (L={p.L}, {p.boundary}, g=0, N={N})")
-        Q = np.random.default_rng(int(seed)).normal(0.0, sigma, size=(int(n_traj), p.L))
-        rho_b = np.broadcast_to(rho, (int(n_traj), p.L, p.L)).copy()
+        Q = np.random.default_rng(seed).normal(0.0, sigma, size=(n_traj, p.L))
+        rho_b = np.broadcast_to(rho, (n_traj, p.L, p.L)).copy()
         return State({"Q": Q, "P": np.zeros_like(Q)}, rho_b)
 
     @qcsurrogate.scenario
@@ -240,8 +230,6 @@ class HolsteinChain(System):
     @qcsurrogate.scenario
     def from_state(self, state: State, atol: float = 1e-10, check_spectrum: bool = True) -> State:
         """A State (e.g. a snapshot of a saved trajectory) revalidated for this chain, as a float64 copy."""
-        if not isinstance(state, State):
-            raise ConfigError(f"from_state takes a qcsurrogate.State, got {type(state).__name__}")
         missing = [f for f in self.field_names if f not in state.fields]
         if missing:
             raise ConfigError(f"state lacks field(s) {missing} of system 'holstein'")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
-from qcsurrogate.testing import check_system, iter_checks, random_density_matrix, random_state
-from qcsurrogate_holstein import DegenerateFermiLevelWarning, HolsteinChain
+from qcsurrogate.testing import check_system, parametrize_with_checks, random_density_matrix, random_state
+from qcsurrogate_holstein import HolsteinChain
 
 
 def _kit_kwargs(system: HolsteinChain) -> dict:
@@ -24,22 +22,14 @@ def _kit_kwargs(system: HolsteinChain) -> dict:
     }
 
 
-def _cases():
-    cases = []
-    for boundary in ("periodic", "open"):
-        system = HolsteinChain(L=8, g=0.8, boundary=boundary)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DegenerateFermiLevelWarning)
-            for cid, run in iter_checks(system, scenario_kwargs=_kit_kwargs(system), n_steps=30):
-                cases.append(pytest.param(run, id=f"{boundary}-{cid}"))
-    return cases
-
-
-@pytest.mark.parametrize("run", _cases())
-def test_conformance_check(run):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DegenerateFermiLevelWarning)
-        run()
+@pytest.mark.filterwarnings("ignore::qcsurrogate_holstein.DegenerateFermiLevelWarning")
+@parametrize_with_checks(
+    [HolsteinChain(L=8, g=0.8, boundary=boundary) for boundary in ("periodic", "open")],
+    scenario_kwargs=_kit_kwargs,
+    n_steps=30,
+)
+def test_conformance_check(system, check):
+    check()
 
 
 def test_check_system_entry_point():
