@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .graph import Dependency, DependencyGraph, View, available_views, get_view
 from .hookspecs import hookimpl
+from .observables import Observable
 from .registry import (
     get_surrogate_class,
     list_plugins,
@@ -33,6 +34,7 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "ConfigError",
+    "Observable",
     "ScenarioArgumentError",
     "Dependency",
     "DependencyGraph",

@@ -14,7 +14,6 @@ the file, never a silently ignored setting. The pieces compose:
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .system import ConfigError, ScenarioArgumentError, System, validate_scenario_kwargs
+from .system import ConfigError, ScenarioArgumentError, System, _did_you_mean, validate_scenario_kwargs
 
 __all__ = [
     "ConfigError",
@@ -245,11 +244,6 @@ class SimulateConfig(DataConfig):
 # ------------------------------------------------------------------------------------------------
 # Loading and error reporting
 # ------------------------------------------------------------------------------------------------
-def _did_you_mean(word: str, options: Any) -> str:
-    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
 def _unwrap(annotation: Any) -> Any:
     """The BaseModel class inside `X`, `X | None`, `Optional[X]`, else None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -11,7 +11,7 @@ import difflib
 import functools
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, get_type_hints
 
@@ -76,7 +76,7 @@ class ScenarioArgumentError(ConfigError):
         return all(p.kind == "missing" for p in self.problems)
 
 
-def _did_you_mean(word: str, options: Sequence[str]) -> str:
+def _did_you_mean(word: str, options: Iterable[Any]) -> str:
     """`" (did you mean 'x'?)"` for the closest of `options`, or `""`."""
     match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""

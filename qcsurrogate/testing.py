@@ -497,6 +497,23 @@ def check_graph_matches_rhs(
         raise AssertionError("rhs depends on inputs the graph does not declare:\n  " + "\n  ".join(lines))
 
 
+def check_observables_declared(system: System, state: State, **_: Any) -> None:
+    """Every observable the System declares is valid, has the declared shape, is finite and real, and
+    is batched: evaluating a batch equals evaluating each state on its own (metrics and figures rely on it)."""
+    from .observables import check_observables
+
+    observables = check_observables(system.observables())
+    assert observables, f"{system.name}: observables() declares nothing; diagnostics and figures would be empty"
+    flat = _flatten_batch(state)
+    for obs in observables:
+        out = obs(flat)  # checks the shape against the declaration
+        assert not out.is_complex(), f"observable {obs.name!r} is complex; declare real quantities (e.g. |F_q|^2)"
+        assert bool(torch.isfinite(out).all()), f"observable {obs.name!r} is not finite on a valid state"
+        one = obs(flat.index(slice(0, 1)))
+        assert torch.allclose(out[:1], one, rtol=1e-12, atol=1e-12), \
+            f"observable {obs.name!r} of a batch differs from the same state evaluated alone"
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "rhs_shapes_dtypes": check_rhs_shapes_dtypes,
     "rhs_real_matches_rhs": check_rhs_real_matches_rhs,
@@ -505,12 +522,13 @@ CHECKS: dict[str, Callable[..., None]] = {
     "von_neumann_generator": check_von_neumann_generator,
     "energy_drift_order": check_energy_drift_order,
     "rk4_order": check_rk4_order,
+    "observables_declared": check_observables_declared,
     "scenarios_deterministic": check_scenarios_deterministic,
     "graph_matches_rhs": check_graph_matches_rhs,
 }
 
 _PER_STATE = {"rhs_shapes_dtypes", "rhs_real_matches_rhs", "batch_equivalence", "hermiticity_and_trace",
-              "von_neumann_generator", "energy_drift_order", "rk4_order"}
+              "von_neumann_generator", "energy_drift_order", "rk4_order", "observables_declared"}
 
 
 def _run_check(fn: Callable[..., None], system: System, states: _States, name: str | None, kw: dict[str, Any]) -> None:

@@ -289,3 +289,12 @@ class ScalarLinear(System):
         de = e.unsqueeze(-1) - e.unsqueeze(-2)
         phase = torch.exp(-1j * de * t)
         return State._raw({"X": state0["X"] * math.exp(self.params.lam * t)}, state0.rho * phase)
+
+
+class BrokenToyBatchMixingObservable(ToySystem):
+    """Declares an observable that averages over the batch: right shape, wrong meaning."""
+
+    def observables(self):
+        from qcsurrogate.observables import Observable
+
+        return (Observable("mean_X", lambda s: s["X"].mean(-1).mean().expand(s.batch_shape).clone()),)
