@@ -9,16 +9,11 @@ start, from what the run directory already holds (config.yaml, data/, split.json
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-
 from qcsurrogate.evaluation.metrics import rollout_rmse
-from qcsurrogate.io import open_trajectory
-from qcsurrogate.pipeline import load_run_config
-from qcsurrogate.training.checkpoint import load_model
+from qcsurrogate.pipeline import PRIMARY, Run, load_run_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,14 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200, 300, 400])
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    cfg = load_run_config(args.run_dir / "config.yaml")
-    split = json.loads((args.run_dir / "split.json").read_text())
-    (data_path,) = sorted((args.run_dir / "data").glob("*.h5"))
-    with open_trajectory(data_path) as tr:
-        test = tr.load().index(split["test"])
-        dt = tr.dt * tr.save_every
-    model = load_model(args.run_dir / "model")
+    cfg = load_run_config(args.run_dir / "config.yaml").model_copy(update={"output_dir": args.run_dir})
+    run = Run(cfg, echo=False)  # the run's own data, split, model and thread count; refuses stale stages
+    test = run.data.trajectories.index(list(run.split.test))
+    dt = run.data.dt
+    model = run.models([PRIMARY])[PRIMARY]
     horizon = max(args.steps)
     print(f"| start | {' | '.join(str(k) for k in args.steps)} |")
     print(f"|---|{'---|' * len(args.steps)}")
