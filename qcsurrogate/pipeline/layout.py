@@ -66,13 +66,16 @@ class RunLayout:
 
 
 class RunLog:
-    """Timestamped lines in log.txt, echoed to the console."""
+    """Timestamped lines in log.txt, echoed to the console; only the main process writes."""
 
-    def __init__(self, layout: RunLayout, echo: bool = True) -> None:
+    def __init__(self, layout: RunLayout, echo: bool = True, write: bool = True) -> None:
         self.path = layout.log_file
         self.echo = echo
+        self.write = write
 
     def __call__(self, msg: str) -> None:
+        if not self.write:
+            return
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:

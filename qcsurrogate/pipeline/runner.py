@@ -42,7 +42,7 @@ class Run:
         self.cfg = cfg
         self.layout = RunLayout(cfg.output_dir)
         self.main = distributed.is_main()
-        self.log = RunLog(self.layout, echo=echo and self.main)
+        self.log = RunLog(self.layout, echo=echo, write=self.main)
         self.ledger = Ledger(self.layout)
         self.plan = Plan(cfg, self.ledger)
         self._data: stages.Dataset | None = None
