@@ -10,7 +10,7 @@
     checkpoints/                  its resumable training state (safetensors + JSON)
     train_log.jsonl               its per-step training metrics
     train_summary.json            its training time and throughput
-    baseline_<name>/...           the same four for each trained baseline (e.g. baseline_cnn/)
+    baseline_<name>/...           the same four for each trained baseline (e.g. baseline_cnn/; `RunLayout.training`)
     metrics.json                  held-out evaluation
     figures/*.png                 snapshots, RMSE vs window, observables
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
+from ..training.trainer import TrainingFiles
 
 PRIMARY = "model"
 """Label of the run's own surrogate; trained baselines are labelled by their surrogate name."""
@@ -41,25 +43,19 @@ class RunLayout:
     def data_file(self, key: str) -> Path:
         return self.root / "data" / f"{key}.h5"
 
-    def model_root(self, label: str) -> Path:
-        """Where a model's training writes (model/, checkpoints/, train_log.jsonl, train_summary.json)."""
-        return self.root if label == PRIMARY else self.root / f"baseline_{label}"
+    def training(self, label: str) -> TrainingFiles:
+        """Where the training of model `label` writes: model/, checkpoints/, train_log.jsonl, train_summary.json."""
+        return TrainingFiles.under(self.root if label == PRIMARY else self.root / f"baseline_{label}")
 
     def model_dir(self, label: str) -> Path:
-        return self.model_root(label) / "model"
+        return self.training(label).model
 
     def model_files(self, label: str) -> list[Path]:
         d = self.model_dir(label)
         return [d / "model.safetensors", d / "model.json"]
 
     def checkpoints(self, label: str) -> Path:
-        return self.model_root(label) / "checkpoints"
-
-    def train_log(self, label: str) -> Path:
-        return self.model_root(label) / "train_log.jsonl"
-
-    def train_summary(self, label: str) -> Path:
-        return self.model_root(label) / "train_summary.json"
+        return self.training(label).checkpoints
 
     def relative(self, path: Path) -> str:
         return Path(path).relative_to(self.root).as_posix()

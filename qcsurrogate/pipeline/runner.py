@@ -151,7 +151,7 @@ class Run:
         distributed.barrier()
         summary = stages.train_surrogate(
             self.data, self.split, norm, self.cfg.model_configs()[label], self.cfg.training,
-            self.layout.model_root(label), self.device, self.log, resume=resume, stop_after=stop_after,
+            self.layout.training(label), self.device, self.log, resume=resume, stop_after=stop_after,
         )
         if self.main and summary["steps"] >= self.cfg.training.steps:
             self.ledger.record(stage, inputs, self.layout.model_files(label),
@@ -188,10 +188,11 @@ class Run:
 
     def _wipe_training(self, label: str) -> None:
         """Remove everything an earlier training of `label` left, so nothing stale can be picked up."""
-        shutil.rmtree(self.layout.model_dir(label), ignore_errors=True)
-        shutil.rmtree(self.layout.checkpoints(label), ignore_errors=True)
-        self.layout.train_log(label).unlink(missing_ok=True)
-        self.layout.train_summary(label).unlink(missing_ok=True)
+        files = self.layout.training(label)
+        shutil.rmtree(files.model, ignore_errors=True)
+        shutil.rmtree(files.checkpoints, ignore_errors=True)
+        files.log.unlink(missing_ok=True)
+        files.summary.unlink(missing_ok=True)
         self.ledger.forget(train_stage(label))
 
     def ensure_all_trained(self, policy: Policy = "auto") -> None:

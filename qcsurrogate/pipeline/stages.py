@@ -24,7 +24,7 @@ from ..surrogate.base import Surrogate, SurrogateConfig, build_surrogate
 from ..surrogate.normalization import Normalization
 from ..system import System
 from ..training.data import Split, WindowSampler, fit_normalization
-from ..training.trainer import TrainConfig, Trainer
+from ..training.trainer import TrainConfig, Trainer, TrainingFiles
 from .config import EvalConfig
 
 Log = Callable[[str], None]
@@ -80,9 +80,9 @@ def training_sampler(data: Dataset, split: Split, train_cfg: TrainConfig) -> Win
 
 def train_surrogate(
     data: Dataset, split: Split, norm: Normalization, model_cfg: SurrogateConfig, train_cfg: TrainConfig,
-    out: Path, device: torch.device, log: Log, resume: bool = False, stop_after: int | None = None,
+    out: TrainingFiles, device: torch.device, log: Log, resume: bool = False, stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Build, initialise and train one surrogate; the Trainer writes `out/model`, checkpoints and logs."""
+    """Build, initialise and train one surrogate; the Trainer writes the model, checkpoints and logs to `out`."""
     system = data.system
     train = training_sampler(data, split, train_cfg)
     val = WindowSampler(data.trajectories, split.val, 1, train_cfg.seed) if split.val else None

@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,24 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+@dataclass(frozen=True)
+class TrainingFiles:
+    """Where a training writes: the trained model, its checkpoints, its per-step log and its summary.
+
+    `TrainingFiles.under(root)` is the conventional layout inside one directory; a run directory's
+    `RunLayout` decides the root of each model it trains."""
+
+    model: Path
+    checkpoints: Path
+    log: Path
+    summary: Path
+
+    @classmethod
+    def under(cls, root: str | os.PathLike[str]) -> TrainingFiles:
+        root = Path(root)
+        return cls(root / "model", root / "checkpoints", root / "train_log.jsonl", root / "train_summary.json")
+
+
 class Trainer:
     """Fits a surrogate to windows of trajectories of one System.
 
@@ -125,12 +144,12 @@ class Trainer:
         train: WindowSampler,
         val: WindowSampler | None,
         cfg: TrainConfig,
-        run_dir: Path,
+        out: str | os.PathLike[str] | TrainingFiles,
         log: Callable[[str], None] = lambda s: None,
     ) -> None:
         self.model, self.system, self.train_data, self.val_data, self.cfg = model, system, train, val, cfg
-        self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.files = out if isinstance(out, TrainingFiles) else TrainingFiles.under(out)
+        self.ckpt_dir = self.files.checkpoints
         self.log = log
         decay, no_decay = [], []
         for n, p in model.named_parameters():
@@ -238,12 +257,12 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        metrics_path = self.run_dir / "train_log.jsonl"
+        metrics_path = self.files.log
         if not (resume and self.resume()) and self.rank == 0:
             # a fresh start: stale checkpoints or logs of an earlier run must not mix with this one
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)
             metrics_path.unlink(missing_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
         bar = None
         main = self.rank == 0
         if main and (cfg.progress or (cfg.progress is None and sys.stderr.isatty())):
@@ -299,9 +318,9 @@ class Trainer:
             "samples_per_s": samples / max(wall, 1e-9) if steps_run else None,
             "n_parameters": self.model.n_parameters(),
         }
-        model_dir = self.run_dir / "model"
-        saved = (model_dir / "model.safetensors").exists() and (self.run_dir / "train_summary.json").exists()
+        model_dir = self.files.model
+        saved = (model_dir / "model.safetensors").exists() and self.files.summary.exists()
         if self.step >= cfg.steps and main and (steps_run or not saved):
             save_model(self.model, model_dir, extra={"train_summary": summary})
-            atomic_write_json(self.run_dir / "train_summary.json", summary)
+            atomic_write_json(self.files.summary, summary)
         return summary
