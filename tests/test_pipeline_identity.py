@@ -213,6 +213,8 @@ def test_holstein_coupling_change_is_not_answered_by_the_old_model(tmp_path, cap
     assert "changed: data" in out and "skipping training" not in out
     assert _redone(first, _ledger(tmp_path)) == {"data", "split", "normalization", "train:model", "evaluate", "plot"}
     metrics_g03 = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    model_json = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert model_json["inputs"] == _ledger(tmp_path)["train:model"]["inputs"]  # the model says what made it
     assert metrics_g03["next_step"] != metrics_g2["next_step"]
     assert metrics_g03["inputs"]["data"] != metrics_g2["inputs"]["data"]
 

@@ -151,7 +151,7 @@ class Run:
         distributed.barrier()
         summary = stages.train_surrogate(
             self.data, self.split, norm, self.cfg.model_configs()[label], self.cfg.training,
-            self.layout.training(label), self.device, self.log, resume=resume, stop_after=stop_after,
+            self.layout.training(label), self.device, self.log, resume=resume, stop_after=stop_after, inputs=inputs,
         )
         if self.main and summary["steps"] >= self.cfg.training.steps:
             self.ledger.record(stage, inputs, self.layout.model_files(label),

@@ -81,6 +81,7 @@ def training_sampler(data: Dataset, split: Split, train_cfg: TrainConfig) -> Win
 def train_surrogate(
     data: Dataset, split: Split, norm: Normalization, model_cfg: SurrogateConfig, train_cfg: TrainConfig,
     out: TrainingFiles, device: torch.device, log: Log, resume: bool = False, stop_after: int | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build, initialise and train one surrogate; the Trainer writes the model, checkpoints and logs to `out`."""
     system = data.system
@@ -95,7 +96,7 @@ def train_surrogate(
     model = model.to(device)
     log(f"training surrogate '{model_cfg.name}' ({model.n_parameters():,} parameters) on {len(split.train)} "
         f"trajectories, device {device}")
-    trainer = Trainer(model, system, train, val, train_cfg, out, log=log)
+    trainer = Trainer(model, system, train, val, train_cfg, out, log=log, inputs=inputs)
     summary = trainer.fit(resume=resume, stop_after=stop_after)
     if summary["already_complete"]:
         log(f"'{model_cfg.name}': already trained to step {summary['steps']}; nothing to run")

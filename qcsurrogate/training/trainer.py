@@ -146,9 +146,11 @@ class Trainer:
         cfg: TrainConfig,
         out: str | os.PathLike[str] | TrainingFiles,
         log: Callable[[str], None] = lambda s: None,
+        inputs: Mapping[str, str] | None = None,
     ) -> None:
         self.model, self.system, self.train_data, self.val_data, self.cfg = model, system, train, val, cfg
         self.files = out if isinstance(out, TrainingFiles) else TrainingFiles.under(out)
+        self.inputs = dict(inputs or {})  # digests of what the training is made from, stored with what it writes
         self.ckpt_dir = self.files.checkpoints
         self.log = log
         decay, no_decay = [], []
@@ -243,7 +245,8 @@ class Trainer:
             return
         save_checkpoint(
             self.ckpt_dir, self.step, self.model, self.opt,
-            {"train_config": self.cfg.model_dump(mode="json"), "history": self.history},
+            {"train_config": self.cfg.model_dump(mode="json"), "history": self.history,
+             **({"inputs": self.inputs} if self.inputs else {})},
             keep=self.cfg.keep_checkpoints,
         )
 
@@ -321,6 +324,6 @@ class Trainer:
         model_dir = self.files.model
         saved = (model_dir / "model.safetensors").exists() and self.files.summary.exists()
         if self.step >= cfg.steps and main and (steps_run or not saved):
-            save_model(self.model, model_dir, extra={"train_summary": summary})
+            save_model(self.model, model_dir, extra={"train_summary": summary, **({"inputs": self.inputs} if self.inputs else {})})
             atomic_write_json(self.files.summary, summary)
         return summary
