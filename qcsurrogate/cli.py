@@ -158,7 +158,7 @@ def _check_device(device: str) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from .config import load_simulate_config
-    from .io import simulate_to_file
+    from .pipeline.stages import simulate_data
 
     cfg = load_simulate_config(args.config)
     out = args.output if args.output is not None else cfg.output.path
@@ -178,16 +178,12 @@ def _simulate(args: argparse.Namespace) -> int:
             f"scenario.kwargs: scenario '{cfg.scenario.name}' of system '{system.name}' rejected "
             f"{cfg.scenario.kwargs}: {err}"
         ) from err
-    print(f"simulating {system!r}, scenario {cfg.scenario.name}: n_traj={max(1, state0.batch_shape.numel())}, "
-          f"{sim.n_steps} steps of dt={sim.dt} (t_end={sim.duration:g} hbar/t), saving every {sim.save_every}",
-          file=sys.stderr)
     t_start = time.perf_counter()
-    simulate_to_file(
-        system, state0, out, sim.dt, sim.n_steps, sim.save_every,
-        scenario=cfg.scenario.name, scenario_kwargs=cfg.scenario.kwargs, precision=sim.precision,
+    simulate_data(
+        cfg, out, lambda msg: print(msg, file=sys.stderr), system=system, state0=state0,
         compression=cfg.output.compression, compression_opts=cfg.output.compression_level,
         overwrite=args.force, extra_attrs={"config": cfg.model_dump(mode="json"), "config_file": str(args.config)},
-        solver=sim.solver, device=sim.device, compile=sim.compile, progress=args.progress,
+        progress=args.progress,
     )
     elapsed = time.perf_counter() - t_start
     size = out.stat().st_size

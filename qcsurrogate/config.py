@@ -119,12 +119,33 @@ class ScenarioConfig(StrictModel):
 Precision = Literal["float64", "float32"]
 
 
+def _integer_ratio(value: float, dt: float) -> int | None:
+    """`value / dt` when it is an integer to round-off, else None."""
+    k = round(value / dt)
+    return k if k >= 0 and abs(k * dt - value) <= 1e-9 * max(abs(value), dt) else None
+
+
 class SimulationConfig(StrictModel):
-    """Fixed-step integration of the ground truth (always computed in float64)."""
+    """Fixed-step integration of the ground truth (always computed in float64).
+
+    The stored snapshots are the surrogate's model step apart: give it in time units (`model_step`,
+    a multiple of `dt`) or as a count of integration steps (`save_every`); the length as integration
+    steps (`n_steps`) or model steps (`n_model_steps`). `discard` integrates a transient first and
+    stores from t = discard on. The resolved `save_every` and `n_steps` are what is recorded.
+    """
 
     dt: float = Field(gt=0, allow_inf_nan=False, description="time step in units of hbar/t (t: the hopping amplitude)")
-    n_steps: int = Field(ge=1, description="number of time steps; total time n_steps * dt (units hbar/t)")
+    n_steps: int = Field(ge=1, description="number of stored-window time steps; total time n_steps * dt (units hbar/t)")
     save_every: int = Field(default=1, ge=1, description="keep every k-th step (n_steps must be a multiple)")
+    model_step: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="time between stored snapshots (the surrogate's step), hbar/t; a multiple of dt; sets save_every",
+    )
+    n_model_steps: int | None = Field(default=None, ge=1, description="stored snapshots after the first; sets n_steps")
+    discard: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="transient integrated before the first stored snapshot (hbar/t, a multiple of dt); t0 = discard",
+    )
     solver: Literal["rk4", "midpoint", "euler"] = Field(default="rk4", description="explicit Runge-Kutta method")
     precision: Precision = Field(
         default="float64",
@@ -143,6 +164,41 @@ class SimulationConfig(StrictModel):
         except (RuntimeError, ValueError, TypeError):
             raise _custom("invalid_device", f"'{device}' is not a torch device (try 'cpu', 'cuda', 'cuda:0')") from None
         return device
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_model_step(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not isinstance(data.get("dt"), (int, float)) or data["dt"] <= 0:
+            return data  # field validation reports it
+        data = dict(data)
+        dt = float(data["dt"])
+        errors: list[InitErrorDetails] = []
+
+        def fail(loc: str, msg: str) -> None:
+            errors.append(InitErrorDetails(type=_custom("model_step", msg), loc=(loc,), input=data.get(loc)))
+
+        step = data.get("model_step")
+        if isinstance(step, (int, float)) and step > 0:
+            k = _integer_ratio(float(step), dt)
+            if not k:
+                fail("model_step", f"model_step ({step}) must be a positive integer multiple of dt ({dt})")
+            elif "save_every" in data and data["save_every"] != k:
+                fail("save_every", f"save_every ({data['save_every']}) contradicts model_step / dt = {k}; give one of them")
+            else:
+                data["save_every"] = k
+        n_model = data.get("n_model_steps")
+        if isinstance(n_model, int) and n_model >= 1 and not errors:
+            n = n_model * int(data.get("save_every", 1))
+            if "n_steps" in data and data["n_steps"] != n:
+                fail("n_steps", f"n_steps ({data['n_steps']}) contradicts n_model_steps x save_every = {n}; give one")
+            else:
+                data["n_steps"] = n
+        discard = data.get("discard")
+        if isinstance(discard, (int, float)) and discard > 0 and _integer_ratio(float(discard), dt) is None:
+            fail("discard", f"discard ({discard}) must be an integer multiple of dt ({dt})")
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
 
     @model_validator(mode="after")
     def _multiple(self) -> SimulationConfig:
@@ -163,7 +219,17 @@ class SimulationConfig(StrictModel):
 
     @property
     def duration(self) -> float:
+        """Length of the stored window (after the discarded transient)."""
         return self.n_steps * self.dt
+
+    @property
+    def discard_steps(self) -> int:
+        return _integer_ratio(self.discard, self.dt) or 0
+
+    @property
+    def step(self) -> float:
+        """The time between stored snapshots: the surrogate's model step."""
+        return self.save_every * self.dt
 
 
 class DataConfig(StrictModel):

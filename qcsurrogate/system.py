@@ -286,6 +286,40 @@ class System(ABC):
         scenario_arguments(self, scenario_name)
         return getattr(self, scenario_name)(**kwargs)  # @scenario validates the arguments
 
+    @scenario
+    def from_file(
+        self,
+        path: str,
+        index: int = -1,
+        time: float | None = None,
+        trajectories: list[int] | None = None,
+    ) -> State:
+        """States read from one snapshot of a trajectory file of this system, batch (n_traj,).
+
+        Any state the framework stored can start a run: a later time of an earlier run (`index` of the
+        snapshot, default the last, or the snapshot at exactly `time`, hbar/t), all its trajectories or the listed
+        ones. The file must come from this system with the same L; other parameters may differ (a
+        quench from a stored state). States are returned in float64 / complex128.
+        """
+        from .io import open_trajectory
+
+        with open_trajectory(path) as tr:
+            if tr.system_name != self.name or tr.L != self.L or tuple(tr.field_names) != tuple(self.field_names):
+                raise ConfigError(f"{path} holds system '{tr.system_name}' with L={tr.L}, fields {tr.field_names}; "
+                                  f"this is '{self.name}' with L={self.L}, fields {list(self.field_names)}")
+            if time is not None:
+                times = tr.times
+                index = int(abs(times - time).argmin())
+                if abs(times[index] - time) > 1e-6 * tr.dt * tr.save_every:
+                    raise ConfigError(f"{path} has no snapshot at t={time} (snapshots every {tr.dt * tr.save_every:g} "
+                                      f"from t={times[0]:g} to {times[-1]:g})")
+            if not -tr.n_time <= index < tr.n_time:
+                raise ConfigError(f"{path} has {tr.n_time} snapshots; index {index} is out of range")
+            sel = list(range(tr.n_traj)) if trajectories is None else list(trajectories)
+            if any(not 0 <= i < tr.n_traj for i in sel) or not sel:
+                raise ConfigError(f"{path} has {tr.n_traj} trajectories; cannot take {trajectories}")
+            return tr.state(sel, index)
+
     # -- convenience ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable identity: name, parameters, graph."""

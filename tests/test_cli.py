@@ -54,6 +54,7 @@ def test_plugins_json(capsys):
     assert sysinfo["scenarios"] == {
         "at_rest": "Oscillators at rest at the origin, electrons in a random half-filled state (seed 1).",
         "random_start": "Random oscillator displacements and velocities, a random half-filled Slater determinant.",
+        "from_file": "States read from one snapshot of a trajectory file of this system, batch (n_traj,).",
     }
     assert sysinfo["fields"] == ["X", "V"]
     assert sysinfo["params"]["L"] == {"required": False, "default": 6}

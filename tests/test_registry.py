@@ -342,11 +342,11 @@ def test_params_are_frozen_and_validated():
 
 
 def test_system_scenarios_and_initial_state(toy):
-    assert set(ToySystem.scenarios()) == {"random_start", "at_rest"}
+    assert set(ToySystem.scenarios()) == {"random_start", "at_rest", "from_file"}  # from_file: every System's
     assert ToySystem.scenarios()["random_start"].startswith("Random oscillator")
     s = toy.initial_state("random_start", seed=3, n_traj=4)
     assert s.batch_shape == (4,) and s.L == toy.L
-    with pytest.raises(KeyError, match=r"no scenario 'nope'; available: \['at_rest', 'random_start'\]"):
+    with pytest.raises(KeyError, match=r"no scenario 'nope'; available: \['at_rest', 'from_file', 'random_start'\]"):
         toy.initial_state("nope")
     with pytest.raises(ScenarioArgumentError, match=r"n_traject: scenario 'random_start' has no argument "
                                                    r"'n_traject' \(did you mean 'n_traj'\?\); "

@@ -395,9 +395,13 @@ def simulate_to_file(
     compression_opts: int | None = None,
     overwrite: bool = True,
     extra_attrs: Mapping[str, Any] | None = None,
+    discard_steps: int = 0,
     **simulate_kwargs: Any,
 ) -> Path:
     """Integrate with `qcsurrogate.simulate` and stream the snapshots into an HDF5 file at `path`.
+
+    `discard_steps` steps are integrated first and not stored (a transient): the file starts at
+    t0 = discard_steps * dt and holds `n_steps` steps from there.
 
     Memory stays flat in `n_steps` (snapshots are written in chunks of `chunk_size`, default 256).
     The ground truth is computed in float64 whatever the storage `precision`. Extra keyword
@@ -421,10 +425,16 @@ def simulate_to_file(
         raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}")
     if not (isinstance(save_every, int) and save_every >= 1) or n_steps % save_every:
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every}) >= 1")
+    if not (isinstance(discard_steps, int) and discard_steps >= 0):
+        raise ValueError(f"discard_steps must be an integer >= 0, got {discard_steps!r}")
+    if discard_steps:
+        warm = {k: v for k, v in simulate_kwargs.items() if k in ("solver", "device", "compile")}
+        state0 = simulate(system, state0, dt, discard_steps, discard_steps, dtype=torch.float64, **warm).index(-1)
     writer = TrajectoryWriter(
         path,
         system,
         dt=dt,
+        t0=discard_steps * dt,
         save_every=save_every,
         n_snapshots_expected=n_steps // save_every + 1,
         scenario=scenario,

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig
 from .config import RunConfig
 from .layout import PRIMARY
-from .ledger import Ledger, Status, config_digest
+from .ledger import Ledger, Status, config_digest, file_sha256
 
 FIGURE_ONLY_EVALUATION_FIELDS = frozenset({"figure_snapshots"})
 
@@ -67,6 +68,10 @@ class Plan:
         own: dict[str, Any]
         if stage == "data":
             own = {"data_config": cfg.data.model_dump(mode="json")}
+            source = cfg.data.scenario.kwargs.get("path") if cfg.data.scenario.name == "from_file" else None
+            if source is not None:  # states read from a file: its content is an input, not just its name
+                p = Path(source)
+                own["initial_states_file"] = file_sha256(p) if p.exists() else "missing"
         elif stage == "split":
             own = {"split_config": cfg.split.model_dump(mode="json")}
         elif stage == "normalization":

@@ -50,17 +50,29 @@ class Dataset:
 
 
 # -- ground truth ------------------------------------------------------------------------------------
-def simulate_data(data: DataConfig, path: Path, log: Log) -> Path:
-    """Integrate the configured scenario and write the trajectory file (atomically) at `path`."""
-    system = data.build_system()
-    state0 = data.initial_state(system)
+def simulate_data(data: DataConfig, path: Path, log: Log, system: System | None = None, state0: State | None = None,
+                  **options: Any) -> Path:
+    """Integrate the configured scenario and write the trajectory file (atomically) at `path`.
+
+    The one place a data config becomes a file (`qcsurrogate run`, `train` and `simulate` all come here);
+    `options` go to `simulate_to_file` (compression, overwrite, progress, extra_attrs); `system` and
+    `state0` may be given when the caller built them already.
+    """
+    system = system if system is not None else data.build_system()
+    state0 = state0 if state0 is not None else data.initial_state(system)
     sim = data.simulation
-    log(f"simulating {system!r}, scenario {data.scenario.name}: {sim.n_steps} RK4 steps of dt={sim.dt}")
+    n_traj = max(1, state0.batch_shape.numel())
+    transient = f", after a discarded transient of {sim.discard_steps} steps" if sim.discard_steps else ""
+    log(f"simulating {system!r}, scenario {data.scenario.name}: {n_traj} trajectories, {sim.n_steps} {sim.solver} steps "
+        f"of dt={sim.dt}{transient}, keeping every {sim.save_every} (model step {sim.step:g} hbar/t)")
     t0 = time.perf_counter()
+    extra = {"data_config": data.model_dump(mode="json", include={"system", "scenario", "simulation"}),
+             **options.pop("extra_attrs", {})}
     simulate_to_file(
         system, state0, path, sim.dt, sim.n_steps, sim.save_every,
         scenario=data.scenario.name, scenario_kwargs=data.scenario.kwargs, precision=sim.precision,
-        device=sim.device, compile=sim.compile, extra_attrs={"data_config": data.model_dump(mode="json")},
+        solver=sim.solver, device=sim.device, compile=sim.compile, discard_steps=sim.discard_steps,
+        extra_attrs=extra, **options,
     )
     log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
     return path

@@ -147,11 +147,18 @@ class HolsteinChain(System):
         max_iter: Annotated[int, Field(ge=1)] = 5000,
         mixing: Annotated[float, Field(gt=0, le=1)] = 1.0,
         degeneracy_tol: float = DEGENERACY_TOL,
+        n_traj: Annotated[int, Field(ge=1)] | None = None,
+        sigma_Q: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0,
+        sigma_P: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0,
+        seed: Annotated[int, Field(ge=0)] = 0,
     ) -> State:
         """Self-consistent CDW ground state at g_initial (P = 0), then evolved with the system's g.
 
         Adiabatic: Q_i = g_initial (n_i - n0) / K with rho the ground state of H(Q) at g_initial,
-        iterated from a 2 k_F density wave (staggered at half filling). One deterministic, unbatched trajectory.
+        iterated from a 2 k_F density wave (staggered at half filling). Without `n_traj` and noise: one
+        deterministic, unbatched trajectory. With `n_traj`: an ensemble, batch (n_traj,), whose Q and P
+        are perturbed site by site by Normal(0, sigma_Q) and Normal(0, sigma_P) from numpy's
+        `default_rng(seed)` (rho stays the ground state), as the published training sets are made.
         Raises SelfConsistencyError if the iteration does not converge to `tol`.
         """
         p = self.params
@@ -162,7 +169,11 @@ class HolsteinChain(System):
             tol=tol, max_iter=max_iter, mixing=mixing, degeneracy_tol=degeneracy_tol,
         )  # fmt: skip
         report_degeneracy(sol.shell, f"shallow_quench (L={p.L}, {p.boundary}, g_initial={g_initial}, N={N})")
-        return State({"Q": sol.Q, "P": np.zeros(p.L)}, sol.rho)
+        batch = () if n_traj is None else (n_traj,)
+        rng = np.random.default_rng(seed)
+        Q = sol.Q + rng.normal(0.0, sigma_Q, size=(*batch, p.L)) if sigma_Q else np.broadcast_to(sol.Q, (*batch, p.L)).copy()
+        P = rng.normal(0.0, sigma_P, size=(*batch, p.L)) if sigma_P else np.zeros((*batch, p.L))
+        return State({"Q": Q, "P": P}, np.broadcast_to(sol.rho, (*batch, p.L, p.L)).copy())
 
     @qcsurrogate.scenario
     def deep_quench(
