@@ -76,8 +76,9 @@ class Series:
 def observe(system: System, traj: State) -> Series:
     """The System's observables, energy and finiteness of `traj` `(n_time, batch, ...)`."""
     s = traj.detach().to(device="cpu", dtype=torch.float64)
-    finite = torch.stack([torch.isfinite(v).flatten(2).all(-1) if v.ndim > 2 else torch.isfinite(v)
-                          for v in s.variables().values()]).all(0)
+    if s.rho.ndim != 4:
+        raise ValueError(f"observe needs rollouts shaped (n_time, batch, ...), got rho of shape {tuple(s.rho.shape)}")
+    finite = torch.stack([torch.isfinite(v).reshape(*v.shape[:2], -1).all(-1) for v in s.variables().values()]).all(0)
     with torch.no_grad():
         values = {o.name: o(s).numpy() for o in check_observables(system.observables())}
         energy = system.energy(s).numpy()
