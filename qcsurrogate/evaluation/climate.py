@@ -109,7 +109,9 @@ def window_chunks(test: State, starts: Sequence[int], horizon: int, chunk: int =
     for a in range(0, horizon + 1, chunk + 1):
         b = min(a + chunk + 1, horizon + 1)
         idx = s0[None, :] + torch.arange(a, b)[:, None]  # (time, starts)
-        yield test.map(lambda x: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(b - a, -1, *x.shape[2:]))
+        n = b - a
+        yield test.map(
+            lambda x, idx=idx, n=n: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(n, -1, *x.shape[2:]))
 
 
 # -- statistics -----------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
 from ..observables import check_observables, dominant_index, format_over_pi  # noqa: E402
