@@ -365,8 +365,10 @@ def test_climate_figures_label_every_axis_with_quantity_and_unit(tmp_path, captu
     assert a0.get_xlabel() == "time lag τ (ħ/t_h)"
     assert a0.get_ylabel() == "autocorrelation C(τ) of S_X(q) at q = π/2"
     assert a2.get_ylabel() == "autocorrelation C(τ) of sum of X [a.u.]"
-    tl, pl = a0.get_lines()[:2]
+    by_label = {ln.get_label(): ln for ln in a0.get_lines()}
+    tl, pl = by_label["truth (exact solver)"], by_label["surrogate"]
     np.testing.assert_allclose(tl.get_xdata(), [0, 0.5, 1.0, 1.5])  # lags in time units
+    np.testing.assert_allclose(tl.get_ydata(), c["orders"]["S_X"]["acf"]["truth"])
     np.testing.assert_allclose(pl.get_ydata(), c["orders"]["S_X"]["acf"]["surrogate"])
     d2 = [a for a in dist.axes if a.get_visible()][2]
     assert d2.get_xlabel() == "sum of X [a.u.]" and d2.get_ylabel() == "probability density (1/a.u.)"

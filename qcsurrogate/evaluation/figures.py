@@ -280,67 +280,68 @@ def _climate_caption(climate: dict[str, Any]) -> str:
             f"{climate['diverged']['fraction']:.0%} diverged (left out)")
 
 
-def acf_figure(climate: dict[str, Any], path: Path, title: str = "") -> Path:
-    """Autocorrelation of each order against the time lag, truth solid and surrogate dashed."""
-    orders = climate["orders"]
-    fig, axes = _grid(len(orders))
-    dt = climate["dt"]
-    for ax, (name, e) in zip(axes, orders.items()):
-        lag_t = dt * np.asarray(e["acf"]["lags"], dtype=float)
-        ax.plot(lag_t, _floats(e["acf"]["truth"]), "-", label="truth (exact solver)")
-        if e["acf"]["surrogate"] is not None:
-            ax.plot(lag_t, _floats(e["acf"]["surrogate"]), "--", label="surrogate")
-            ax.set_title(f"{name}: max |ΔC| = {e['acf']['max_abs_diff']:.3f}", fontsize=9)
-        else:
-            ax.set_title(f"{name}: every surrogate rollout diverged", fontsize=9)
-        ax.axhline(0.0, color="0.6", lw=0.6)
-        ax.set_xlabel(f"time lag τ ({TIME_UNIT})")
-        ax.set_ylabel(f"autocorrelation C(τ) of {_order_label(name, e)}", fontsize=8)
+def _climate_panels(climate: dict[str, Any], entries: dict[str, dict[str, Any]], draw, path: Path, title: str) -> Path:
+    """One panel per entry, `draw(ax, name, entry)` returning the surrogate's figure of merit for the title
+    (None when every surrogate rollout diverged); truth and surrogate legend, grid, caption, save."""
+    fig, axes = _grid(len(entries))
+    for ax, (name, e) in zip(axes, entries.items()):
+        merit = draw(ax, name, e)
+        ax.set_title(f"{name}: {merit}" if merit is not None else f"{name}: every surrogate rollout diverged",
+                     fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle((f"{title}: " if title else "") + _climate_caption(climate), fontsize=9)
     return _save(fig, path)
+
+
+def acf_figure(climate: dict[str, Any], path: Path, title: str = "") -> Path:
+    """Autocorrelation of each order against the time lag, truth solid and surrogate dashed."""
+    dt = climate["dt"]
+
+    def draw(ax, name: str, e: dict[str, Any]) -> str | None:
+        lag_t = dt * np.asarray(e["acf"]["lags"], dtype=float)
+        ax.plot(lag_t, _floats(e["acf"]["truth"]), "-", label="truth (exact solver)")
+        ax.axhline(0.0, color="0.6", lw=0.6)
+        ax.set_xlabel(f"time lag τ ({TIME_UNIT})")
+        ax.set_ylabel(f"autocorrelation C(τ) of {_order_label(name, e)}", fontsize=8)
+        if e["acf"]["surrogate"] is None:
+            return None
+        ax.plot(lag_t, _floats(e["acf"]["surrogate"]), "--", label="surrogate")
+        return f"max |ΔC| = {e['acf']['max_abs_diff']:.3f}"
+
+    return _climate_panels(climate, climate["orders"], draw, path, title)
 
 
 def distribution_figure(climate: dict[str, Any], path: Path, title: str = "") -> Path:
     """Stationary distribution (probability density) of each order, truth and surrogate, with W1/std."""
-    orders = climate["orders"]
-    fig, axes = _grid(len(orders))
-    for ax, (name, e) in zip(axes, orders.items()):
+
+    def draw(ax, name: str, e: dict[str, Any]) -> str | None:
         d = e["distribution"]
         edges = np.asarray(d["bin_edges"], dtype=float)
         ax.stairs(_floats(d["truth"]), edges, fill=True, alpha=0.35, label="truth (exact solver)")
-        if d["surrogate"] is not None:
-            ax.stairs(_floats(d["surrogate"]), edges, lw=1.5, label="surrogate")
-            ax.set_title(f"{name}: W1/σ_truth = {d['w1_over_std']:.3f}", fontsize=9)
-        else:
-            ax.set_title(f"{name}: every surrogate rollout diverged", fontsize=9)
-        label = _order_label(name, e)
-        ax.set_xlabel(label, fontsize=8)
+        ax.set_xlabel(_order_label(name, e), fontsize=8)
         unit = e.get("unit")
         ax.set_ylabel(f"probability density{f' (1/{unit})' if unit else ''}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle((f"{title}: " if title else "") + _climate_caption(climate), fontsize=9)
-    return _save(fig, path)
+        if d["surrogate"] is None:
+            return None
+        ax.stairs(_floats(d["surrogate"]), edges, lw=1.5, label="surrogate")
+        return f"W1/σ_truth = {d['w1_over_std']:.3f}"
+
+    return _climate_panels(climate, climate["orders"], draw, path, title)
 
 
 def structure_factor_figure(climate: dict[str, Any], path: Path, title: str = "") -> Path:
     """Time-averaged spectra (structure factors) over q, truth and surrogate, with their relative L2 difference."""
-    spectra = climate["structure_factor"]
-    fig, axes = _grid(len(spectra))
-    for ax, (name, e) in zip(axes, spectra.items()):
+
+    def draw(ax, name: str, e: dict[str, Any]) -> str | None:
         q = np.asarray(e["q_over_pi"], dtype=float)
         ax.plot(q, _floats(e["truth"]), "-o", ms=3, label="truth (exact solver)")
-        if e["surrogate"] is not None:
-            ax.plot(q, _floats(e["surrogate"]), "--x", ms=4, label="surrogate")
-            ax.set_title(f"{name}: relative L2 difference {e['rel_l2']:.3f}", fontsize=9)
-        else:
-            ax.set_title(f"{name}: every surrogate rollout diverged", fontsize=9)
         unit = f" [{e['unit']}]" if e.get("unit") else ""
         ax.set_xlabel(f"wave vector {e['axis_name']} / π")
         ax.set_ylabel(f"time-averaged {e['label']}{unit}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle((f"{title}: " if title else "") + _climate_caption(climate), fontsize=9)
-    return _save(fig, path)
+        if e["surrogate"] is None:
+            return None
+        ax.plot(q, _floats(e["surrogate"]), "--x", ms=4, label="surrogate")
+        return f"relative L2 difference {e['rel_l2']:.3f}"
+
+    return _climate_panels(climate, climate["structure_factor"], draw, path, title)
