@@ -387,3 +387,24 @@ def test_climate_figures_say_when_every_surrogate_rollout_diverged(tmp_path, cap
     ax = fig.axes[0]
     assert ax.get_title() == "S_X: every surrogate rollout diverged" and len(ax.get_lines()) == 2  # truth + zero line
     assert "100% diverged (left out)" in fig._suptitle.get_text()
+
+
+def test_snapshot_figure_says_where_the_surrogate_is_non_finite(tmp_path, captured):
+    true, pred = rollout(0), rollout(1)
+    pred.fields["X"] = pred["X"].clone()
+    pred.fields["X"][5] = float("nan")
+    figures.snapshot_figure(true, pred, [0.0, 1.5], [0, 5], tmp_path / "s.png")
+    (fig,) = captured
+    grid = np.array(fig.axes[:10]).reshape(5, 2)
+    for r in (0, 1, 3, 4):  # fields, their difference, the surrogate's rho and the rho difference
+        assert [t.get_text() for t in grid[r, 0].texts] == []
+        assert [t.get_text() for t in grid[r, 1].texts] == ["surrogate non-finite\n(diverged)"]
+
+
+def test_rmse_window_figure_keeps_the_divergence_marker_on_cut_axes(tmp_path, captured):
+    curves = {"parc": curve([0.01, 1e3, 1e5, None], diverged=(0.0, 0.0, 0.0, 1.0))}
+    figures.rmse_window_figure(curves, 0.1, tmp_path / "r.png")
+    (fig,) = captured
+    ax = fig.axes[0]
+    (marker,) = [ln for ln in ax.get_lines() if ln.get_marker() == "X"]
+    assert list(marker.get_xdata()) == [8] and list(marker.get_ydata()) == [50.0] and ax.get_ylim()[1] == 1e2

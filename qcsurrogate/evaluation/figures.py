@@ -68,6 +68,10 @@ def snapshot_figure(true: State, pred: State, times: Sequence[float], indices: S
             ax.plot(yp, "--x", ms=4, color=col, label=f"{name} pred")
             dax.plot(yt - yp, "-", marker=".", color=col, label=f"{name} truth − surrogate")
         ax.set_title(f"t = {t:g} {TIME_UNIT}\n(step {k})", fontsize=9)
+        if not all(np.isfinite(v[i].detach().cpu().numpy()).all() for v in pred.variables().values()):
+            for a in (ax, dax, axes[3, c], axes[4, c]):
+                a.text(0.5, 0.5, "surrogate non-finite\n(diverged)", transform=a.transAxes, ha="center",
+                       va="center", fontsize=8, color="crimson")
         ax.set_xlabel("site i")
         dax.set_xlabel("site i")
         dax.axhline(0.0, color="0.6", lw=0.6)
@@ -133,6 +137,8 @@ def rmse_window_figure(curves: dict[str, dict[str, Any]], dt: float, path: Path,
         fig, ax = plt.subplots(figsize=(6.8, 4.6), layout="constrained")
         bax = None
     styles = ["-", "--", ":", "-."]
+    finite = [v for c in curves.values() for v in c["rmse_total"] if v is not None and np.isfinite(v)]
+    cut = bool(finite) and max(finite) > 1e2  # a diverging predictor would squash every other curve
     for s, (label, curve) in enumerate(curves.items()):
         steps = np.asarray(curve["steps"])
         total = _floats(curve["rmse_total"])
@@ -143,12 +149,13 @@ def rmse_window_figure(curves: dict[str, dict[str, Any]], dt: float, path: Path,
                     ax.plot(steps, _floats(curve[key]), styles[s % 4], lw=0.8, label=f"{label}: {key[5:]}")
         if label in diverging:
             k, frac = diverging[label]
-            finite = np.flatnonzero(np.isfinite(total) & (steps < k))
-            y = total[finite[-1]] if finite.size else np.nan
-            ax.plot([k], [y if np.isfinite(y) else 1.0], marker="X", ms=8, color=line.get_color(), ls="none")
+            last = np.flatnonzero(np.isfinite(total) & (steps < k))
+            y = total[last[-1]] if last.size else np.nan
+            y = 1.0 if not np.isfinite(y) else (min(y, 50.0) if cut else y)  # on the axes
+            ax.plot([k], [y], marker="X", ms=8, color=line.get_color(), ls="none")
             ax.annotate(f"{label}: diverging from step {k}\n({frac:.0%} diverged by step {steps[-1]})",
-                        (k, y if np.isfinite(y) else 1.0), fontsize=7, color=line.get_color(),
-                        xytext=(4, -14), textcoords="offset points")
+                        (k, y), fontsize=7, color=line.get_color(), ha="right", va="top", xytext=(-6, -4),
+                        textcoords="offset points")
             assert bax is not None
             bax.plot(steps, 100 * _floats(curve["diverged_fraction"]), styles[s % 4], color=line.get_color(),
                      label=label)
@@ -168,8 +175,7 @@ def rmse_window_figure(curves: dict[str, dict[str, Any]], dt: float, path: Path,
                     color="0.35", xytext=(0, -2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    finite = [v for c in curves.values() for v in c["rmse_total"] if v is not None and np.isfinite(v)]
-    if finite and max(finite) > 1e2:  # a diverging predictor would squash every other curve
+    if cut:
         ax.set_ylim(top=1e2)
         ax.text(0.02, 0.02, "curves above 1e2 (diverging) are cut", transform=ax.transAxes, fontsize=7)
     xlabel = f"recurrent model steps k (one step = {dt:g} {TIME_UNIT})"
