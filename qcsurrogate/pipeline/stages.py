@@ -17,7 +17,9 @@ import torch
 from .. import __version__
 from ..config import DataConfig
 from ..evaluation import figures
+from ..evaluation.climate import climate_statistics, observe_chunks, rollout_chunks, window_chunks
 from ..evaluation.metrics import next_step_rmse, persistence, physics_diagnostics, rollout_rmse
+from ..evaluation.predictability import predictability, steps_below
 from ..io import open_trajectory, simulate_to_file
 from ..state import State
 from ..surrogate.base import Surrogate, SurrogateConfig, build_surrogate
@@ -31,7 +33,11 @@ Log = Callable[[str], None]
 
 
 class Dataset:
-    """A trajectory file loaded once: the trajectories, the System that made them and the model step."""
+    """A trajectory file loaded once: the trajectories, the System that made them and the model step.
+
+    `dt` is the model step (time between snapshots); `integration_dt`, `save_every` and `solver` say how
+    the exact solver made them (`dt = integration_dt * save_every`), `t0` is the time of snapshot 0.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -39,6 +45,10 @@ class Dataset:
             self.trajectories: State = tr.load()
             self.system: System = tr.system()
             self.dt: float = tr.dt * tr.save_every
+            self.integration_dt: float = tr.dt
+            self.save_every: int = tr.save_every
+            self.solver: str = tr.attrs.get("solver") or "rk4"
+            self.t0: float = float(tr.attrs.get("t0", 0.0) or 0.0)
 
     @property
     def n_traj(self) -> int:
@@ -147,6 +157,7 @@ def evaluate_models(
     results: dict[str, Any] = {
         "qcsurrogate_version": __version__,
         "dt": data.dt,
+        "t0": data.t0,
         "split": split.to_json(),
         "memorized": split.memorized,
         "horizon": horizon,
@@ -172,7 +183,63 @@ def evaluate_models(
         ns = next_step_rmse(lambda s: s, cur, nxt)
         curve, _ = rollout_rmse(persistence, test, ev.starts, horizon, record)
         results.setdefault("baselines", {})["persistence"] = {"next_step": ns, "rollout": curve}
+    if ev.predictability is not None:
+        results["predictability"] = truth_predictability(data, primary, truth, results["rollout"], ev)
+    if ev.climate is not None:
+        results["climate"] = climate_evaluation(data, split, primary, ev)
     return results, truth, rollouts
+
+
+def truth_predictability(
+    data: Dataset, model: Surrogate, truth: State, curve: dict[str, Any], ev: EvalConfig,
+) -> dict[str, Any]:
+    """Growth of perturbations of the truth over the rollout windows `truth` (the `predictability` section).
+
+    The start states are the truth windows' first snapshots; the surrogate's one-step error there is
+    `model(x) - x(+1 step)`. The exact solver reruns the data file's integration (method, dt, save_every).
+    """
+    p = ev.predictability
+    assert p is not None
+    state0, nxt = truth.index(0), truth.index(1)
+    with torch.no_grad():
+        one = model(model.prepare(state0)).to(device="cpu", dtype=torch.float64)
+    out = predictability(
+        data.system, state0, one - nxt, dt=data.integration_dt, save_every=data.save_every,
+        n_model_steps=truth.rho.shape[0] - 1, perturbation=p.perturbation, seed=p.seed, threshold=p.threshold,
+        solver=data.solver, compile=p.compile,
+    )
+    below = steps_below(curve["rmse_total"], p.threshold)
+    median = out["surrogate_error"]["median_horizon_steps"]
+    out["surrogate_steps_below_threshold"] = below  # of the mean rollout curve in `rollout`
+    out["surrogate_steps_over_horizon"] = below / median if median else None
+    return out
+
+
+def climate_evaluation(data: Dataset, split: Split, model: Surrogate, ev: EvalConfig) -> dict[str, Any]:
+    """Statistics of long surrogate rollouts against the truth on the test trajectories (the `climate` section)."""
+    c = ev.climate
+    assert c is not None
+    test = data.trajectories.index(list(split.test))
+    n_time = test.rho.shape[1]
+    starts = list(c.starts or ev.starts)
+    horizon = min(c.horizon, n_time - 1 - min(starts))
+    starts = [s for s in starts if s + horizon < n_time]
+    if horizon - c.discard < 2:
+        raise ValueError(f"evaluation.climate: the test trajectories hold {n_time} snapshots, so rollouts from "
+                         f"{min(starts)} last at most {horizon} steps, which leaves fewer than two after "
+                         f"discarding {c.discard}")
+    t0 = torch.tensor(starts)
+    state0 = test.map(lambda x: x[:, t0].reshape(-1, *x.shape[2:]))
+    system = data.system
+    truth = observe_chunks(system, window_chunks(test, starts, horizon))
+    pred = observe_chunks(system, rollout_chunks(_predictor(model), state0, horizon))
+    stats = climate_statistics(system.observables(), truth, pred, discard=c.discard, max_lag=c.max_lag,
+                               bins=c.bins, range_factor=c.range_factor, range_orders=c.range_orders)
+    pairs = [(int(j), int(s)) for j in split.test for s in starts]  # the batch order (trajectory-major)
+    for r in stats["diverged"]["rollouts"]:
+        r["trajectory"], r["start"] = pairs[r["rollout"]]
+    return {"horizon": horizon, "discard": c.discard, "starts": starts, "max_lag": c.max_lag, "bins": c.bins,
+            "dt": data.dt, **stats}
 
 
 # -- figures -------------------------------------------------------------------------------------------
@@ -188,25 +255,46 @@ def curve_labels(results: dict[str, Any]) -> dict[str, Any]:
 def draw_figures(
     system: System, results: dict[str, Any], truth: State, pred: State, figures_dir: Path, title: str, n_snapshots: int,
 ) -> list[Path]:
-    """Snapshot rows and observables for the first test rollout; RMSE vs window for all predictors."""
+    """Snapshots and observables of the first test trajectory from the first and the last start; RMSE vs
+    window for all predictors (with the truth's predictability when evaluated); the climate figures.
+
+    `truth`/`pred` are `(time, batch, ...)` in the batch order of `rollout_rmse` (trajectory-major, then
+    start), holding at least the first test trajectory from every start in `results["starts"]`.
+    """
     dt, h = results["dt"], results["horizon"]
+    t0 = results.get("t0", 0.0)
+    starts = results["starts"]
     idx = sorted({round(i * h / (n_snapshots - 1)) for i in range(n_snapshots)})
-    t_start = results["starts"][0] * dt
-    one_true, one_pred = truth.index((slice(None), 0)), pred.index((slice(None), 0))
-    caption = (f"{title}: test trajectory {results['split']['test'][0]}; lines: truth solid, surrogate dashed; "
-               "heat maps: truth above surrogate")
-    return [
-        figures.snapshot_figure(one_true, one_pred, [t_start + i * dt for i in idx], idx,
-                                figures_dir / "snapshots.png", caption),
-        figures.rmse_window_figure(curve_labels(results), dt, figures_dir / "rmse_vs_window.png",
-                                   f"{title}: RMSE vs prediction window"),
-        figures.observables_figure(system, one_true, one_pred, dt, figures_dir / "observables.png", t0=t_start),
-    ]
+    traj = results["split"]["test"][0]
+    paths = []
+    for b, start, suffix in ((0, starts[0], ""), (len(starts) - 1, starts[-1], "_late_start"))[: 1 + (len(starts) > 1)]:
+        t_start = t0 + start * dt
+        one_true, one_pred = truth.index((slice(None), b)), pred.index((slice(None), b))
+        caption = (f"{title}: test trajectory {traj}, rollout from snapshot {start} (t = {t_start:g} {figures.TIME_UNIT}),"
+                   f" step {dt:g} {figures.TIME_UNIT}; lines: truth solid, surrogate dashed")
+        paths.append(figures.snapshot_figure(one_true, one_pred, [t_start + i * dt for i in idx], idx,
+                                             figures_dir / f"snapshots{suffix}.png", caption))
+        paths.append(figures.observables_figure(system, one_true, one_pred, dt, figures_dir / f"observables{suffix}.png",
+                                                t0=t_start))
+    paths.insert(1, figures.rmse_window_figure(
+        curve_labels(results), dt, figures_dir / "rmse_vs_window.png",
+        f"{title}: RMSE vs prediction window ({len(results['split']['test'])} test trajectories x {len(starts)} starts)",
+        predictability=results.get("predictability")))
+    climate = results.get("climate")
+    if climate:
+        if climate["orders"]:
+            paths.append(figures.acf_figure(climate, figures_dir / "climate_acf.png", title))
+            paths.append(figures.distribution_figure(climate, figures_dir / "climate_distributions.png", title))
+        if climate["structure_factor"]:
+            paths.append(figures.structure_factor_figure(climate, figures_dir / "climate_structure_factor.png", title))
+    return paths
 
 
 def rollout_for_figures(data: Dataset, split: Split, model: Surrogate, results: dict[str, Any]) -> tuple[State, State]:
-    """Truth and prediction of the one trajectory the figures show (re-rolled; metrics.json has no states)."""
+    """Truth and prediction of the trajectory the figures show, from every start (re-rolled; metrics.json
+    has no states), in the batch order `draw_figures` reads."""
     test = data.trajectories.index([split.test[0]])
-    start, h = results["starts"][0], results["horizon"]
-    pred = model.rollout(test.index((slice(None), start)), h).to(device="cpu", dtype=torch.float64)
-    return truth_windows(test, [start], h), pred
+    starts, h = results["starts"], results["horizon"]
+    state0 = test.map(lambda x: x[0, torch.tensor(starts)])
+    pred = model.rollout(state0, h).to(device="cpu", dtype=torch.float64)
+    return truth_windows(test, starts, h), pred
