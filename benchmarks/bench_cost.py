@@ -211,7 +211,11 @@ def surrogate_rates(model, y: State, batches: list[int], compile_batches: list[i
                 for f, x, w, b in calls:
                     f(x, w, b)
 
-        methods = {"eager": (lambda yb=yb: eager(yb), B), "bare": (bare, B)}
+        big = max(calls, key=lambda c: c[2][0].numel() * c[1][0, 0].numel())  # the widest layer (7-wide conv)
+        with torch.no_grad():
+            big_flops = 2.0 * big[2][0].numel() * big[0](*big[1:]).numel()
+        methods = {"eager": (lambda yb=yb: eager(yb), B), "bare": (bare, B),
+                   "widest conv": (lambda big=big: big[0](*big[1:]), 1)}
         compile_s = None
         if B in compile_batches:
             t0 = time.perf_counter()
@@ -222,8 +226,11 @@ def surrogate_rates(model, y: State, batches: list[int], compile_batches: list[i
             ref = eager(yb)
             diff = max(float((out[k] - ref[k]).abs().max()) for k in ref.names)
             methods["compiled"] = (lambda yb=yb: compiled(yb), B)
-        rates = rounds(methods, rounds_, min_time)
-        rows.append({"batch": B, "flops_per_state": flops, **{f"{k}_per_s": v for k, v in rates.items()},
+        with torch.no_grad():
+            rates = rounds(methods, rounds_, min_time)
+        widest = rates.pop("widest conv") * big_flops
+        rows.append({"batch": B, "flops_per_state": flops, "widest_conv_flops_per_s": widest,
+                     **{f"{k}_per_s": v for k, v in rates.items()},
                      "compile_s": compile_s, "compiled_vs_eager_maxdiff": diff if compile_s is not None else None})
         print(f"  L={yb.rho.shape[-1]} batch {B}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items())
               + (f" (compile {compile_s:.0f} s)" if compile_s else ""), flush=True)
@@ -299,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(load_avg())
 
     # -- tables ------------------------------------------------------------------------------------------
+    conv_peak = max(r["widest_conv_flops_per_s"] for d in per_L.values() for r in d["rows"])
+    attainable = max(peak, conv_peak)
     t1 = []
     for L, d in per_L.items():
         for r in d["rows"]:
@@ -306,15 +315,16 @@ def main(argv: list[str] | None = None) -> int:
             gflops = best * r["flops_per_state"] / 1e9
             t1.append([str(L), str(r["batch"]), fmt(r["flops_per_state"] / 1e6), fmt(r["eager_per_s"]),
                        fmt(r.get("compiled_per_s")), fmt(r["bare_per_s"]),
-                       f"{best / r['bare_per_s']:.0%}", fmt(gflops), f"{gflops * 1e9 / peak:.0%}",
+                       f"{best / r['bare_per_s']:.0%}", fmt(gflops), f"{gflops * 1e9 / attainable:.0%}",
                        fmt(r["compile_s"], 2) if r["compile_s"] else "-",
                        f"{r['compiled_vs_eager_maxdiff']:.1e}" if r["compiled_vs_eager_maxdiff"] is not None else "-"])
     table1 = md(t1, ["L", "batch", "MFLOP/state", "eager states/s", "compiled states/s", "bare convs states/s",
-                     "best / bare convs", "GFLOP/s (best)", "of matmul peak", "compile s", "max |compiled - eager|"])
+                     "best / bare convs", "GFLOP/s (best)", "of attainable", "compile s", "max |compiled - eager|"])
     t2, cross = [], []
     for L, d in per_L.items():
-        row = next(r for r in d["rows"] if r["batch"] == args.cost_batch)
-        sur = 1 / max(row.get("compiled_per_s", 0), row["eager_per_s"])
+        best_row = max(d["rows"], key=lambda r: max(r.get("compiled_per_s", 0), r["eager_per_s"]))
+        sur = 1 / max(best_row.get("compiled_per_s", 0), best_row["eager_per_s"])
+        d["surrogate_batch"] = best_row["batch"]
         sol = d["solver"]
         for T in Ts:
             e = d["errors"][T]
@@ -365,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
   (the machine is shared with training jobs; compare ratios)
 - Surrogate: {what}; system: Holstein deep quench in issue 8's units (K = omega = 0.3, g = {args.g}),
   periodic, states taken after t = {args.transient:g}
-- fp32 matmul 1024^3 on this core: {peak / 1e9:.0f} GFLOP/s
+- fp32 matmul 1024^3 on this core: {peak / 1e9:.0f} GFLOP/s (torch's BLAS); best rate of the model's widest
+  convolution (7-wide, oneDNN) alone: {conv_peak / 1e9:.0f} GFLOP/s. "Attainable" below is the larger of the two.
 
 ### Surrogate inference throughput (one step, states/s)
 
@@ -378,7 +389,10 @@ padded inputs and kernels) with nothing else; GFLOP/s counts the convolutions' m
 
 {solver_lines}
 
-### Surrogate step against the exact solver for the same physical time, at matched accuracy (batch {args.cost_batch})
+### Surrogate step against the exact solver for the same physical time, at matched accuracy
+
+The exact solver runs {args.cost_batch} trajectories at once; the surrogate's cost per state is its best
+over the batches above (batch """ + ", ".join(f"{d['surrogate_batch']} at L = {L}" for L, d in per_L.items()) + f"""), a choice in its favour.
 
 {table2}
 
