@@ -37,29 +37,30 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile worker pool on a shared machine
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import itertools
+import math
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "plugins" / "holstein"))
 
-from qcsurrogate import simulate  # noqa: E402
-from qcsurrogate.evaluation.metrics import rmse_per_sample, summarize_rmse  # noqa: E402
-from qcsurrogate.registry import load_system  # noqa: E402
-from qcsurrogate.state import State  # noqa: E402
-from qcsurrogate.surrogate.base import PARCConfig, build_surrogate  # noqa: E402
-from qcsurrogate.surrogate.layers import Conv, lattice_pad  # noqa: E402
-from qcsurrogate.surrogate.normalization import Normalization  # noqa: E402
-from qcsurrogate.training.checkpoint import load_model  # noqa: E402
+from qcsurrogate import simulate
+from qcsurrogate.evaluation.metrics import rmse_per_sample, summarize_rmse
+from qcsurrogate.registry import load_system
+from qcsurrogate.state import State
+from qcsurrogate.surrogate.base import PARCConfig, build_surrogate
+from qcsurrogate.surrogate.layers import Conv, lattice_pad
+from qcsurrogate.surrogate.normalization import Normalization
+from qcsurrogate.training.checkpoint import load_model
 
 BEGIN, END = "<!-- bench_cost.py: begin generated results -->", "<!-- bench_cost.py: end generated results -->"
 SUBSTEPS = [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256]
@@ -137,7 +138,7 @@ def crossover_error(errors: dict[int, float], n_star: float) -> float:
     pts = sorted((n, e) for n, e in errors.items() if math.isfinite(e) and e > 0)
     if n_star <= pts[0][0]:
         return pts[0][1]
-    for (n0, e0), (n1, e1) in zip(pts, pts[1:]):
+    for (n0, e0), (n1, e1) in itertools.pairwise(pts):
         if n0 <= n_star <= n1:
             w = math.log(n_star / n0) / math.log(n1 / n0)
             return math.exp((1 - w) * math.log(e0) + w * math.log(e1))
