@@ -33,6 +33,17 @@ def _redo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="redo the stage even if it is current")
 
 
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    _redo_args(p)
+    p.add_argument("--data", type=Path, default=None, metavar="FILE.h5",
+                   help="score the trained models on every trajectory of this file (same system; any L, seed, "
+                        "parameters with a warning) -> RUN_DIR/evaluations/<stem>/metrics.json; the run's own "
+                        "metrics.json is not touched")
+    p.add_argument("--horizon", type=int, default=None, help="with --data: rollout steps (default: the config's)")
+    p.add_argument("--starts", type=lambda s: [int(x) for x in s.split(",")], default=None, metavar="I,J,...",
+                   help="with --data: start snapshots of the rollouts (default: the config's)")
+
+
 def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", type=Path, help="a run directory (its config.yaml is used) or a run config")
     p.add_argument("-o", "--output", type=Path, default=None, help="run directory, with a config as target")
@@ -79,7 +90,24 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    _stage_run(args).ensure_evaluated(force=args.force)
+    from pydantic import ValidationError
+
+    from .system import ConfigError, format_validation_error
+
+    if args.data is None:
+        if args.horizon is not None or args.starts is not None:
+            raise ConfigError("--horizon and --starts go with --data; the run's own evaluation follows its config")
+        _stage_run(args).ensure_evaluated(force=args.force)
+        return 0
+    from .pipeline.external import evaluate_file
+
+    run = _stage_run(args)
+    update = {k: v for k, v in (("horizon", args.horizon), ("starts", args.starts)) if v is not None}
+    try:
+        ev = run.cfg.evaluation.model_validate({**run.cfg.evaluation.model_dump(), **update}) if update else None
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "--horizon/--starts")) from None
+    evaluate_file(run, args.data, force=args.force, evaluation=ev)
     return 0
 
 
@@ -112,7 +140,8 @@ PIPELINE_COMMANDS = (
     Command("run", "generate data, train, evaluate and plot, all from one run config (keeps what is current)",
             _training_args, _run),
     Command("train", "generate (or reuse) the data and train the surrogate(s)", _training_args, _train),
-    Command("evaluate", "evaluate trained surrogate(s) on held-out trajectories -> metrics.json", _redo_args, _evaluate),
+    Command("evaluate", "evaluate trained surrogate(s) on held-out trajectories -> metrics.json, or with "
+            "--data on another trajectory file -> evaluations/<stem>/", _evaluate_args, _evaluate),
     Command("plot", "redraw the figures of an evaluated run", _redo_args, _plot),
     Command("status", "show each stage of a run directory: current, stale or missing, and why", _status_args, _status),
 )

@@ -13,6 +13,7 @@
     baseline_<name>/...           the same four for each trained baseline (e.g. baseline_cnn/; `RunLayout.training`)
     metrics.json                  held-out evaluation
     figures/*.png                 snapshots, RMSE vs window, observables
+    evaluations/<stem>/           `evaluate --data <stem>.h5`: metrics.json + figures/ on another trajectory file
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class RunLayout:
     normalization = property(lambda self: self.root / "normalization.json")
     metrics = property(lambda self: self.root / "metrics.json")
     figures = property(lambda self: self.root / "figures")
+
+    def external_evaluation(self, stem: str) -> Path:
+        """Where `evaluate --data <stem>.h5` writes (outside the ledger; the metrics name their file)."""
+        return self.root / "evaluations" / stem
 
     def data_file(self, key: str) -> Path:
         return self.root / "data" / f"{key}.h5"

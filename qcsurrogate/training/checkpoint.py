@@ -57,13 +57,17 @@ def save_model(model: Surrogate, directory: Path, extra: dict[str, Any] | None =
     atomic_write_json(directory / "model.json", {**model.spec(), "qcsurrogate_version": __version__, **(extra or {})})
 
 
-def load_model(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> Surrogate:
-    """Rebuild a surrogate from `model.json` + `model.safetensors` (no code execution, no pickle)."""
+def load_model(directory: str | os.PathLike[str], device: str | torch.device = "cpu", compile: bool = False) -> Surrogate:
+    """Rebuild a surrogate from `model.json` + `model.safetensors` (no code execution, no pickle).
+
+    `compile=True` makes the model's `rollout` use its compiled inference step by default
+    (`Surrogate.inference_step`): equal to the eager rollout to round-off, not bit for bit."""
     directory = Path(directory)
     spec = json.loads((directory / "model.json").read_text())
     cls = get_surrogate_class(spec["surrogate"])
     model = cls.from_spec(spec)
     model.load_state_dict(load_file(str(directory / "model.safetensors"), device="cpu"))
+    model.rollout_compile = compile
     return model.to(device).eval()
 
 
