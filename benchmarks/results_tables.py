@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qcsurrogate.observables import format_over_pi
+
 LABELS = {"persistence": "persistence u(t+k) = u(t)", "cnn": "single CNN, no PARC split"}
 
 
@@ -54,7 +56,7 @@ def _physics(p: dict[str, Any]) -> str:
              f"RK4 truth {_g(p['truth_energy_drift_max_rel'])})"]
     for name, o in p.get("observables", {}).items():
         if o["kind"] == "spectrum":
-            lines.append(f"- {name}: dominant q = {o['dominant_q_over_pi']} pi (truth mean there "
+            lines.append(f"- {name}: dominant q = {format_over_pi(o['dominant_q'])} (truth mean there "
                          f"{_g(o['truth_mean_at_dominant_q'])}), RMSE there {_g(o['rmse_at_dominant_q'])}, "
                          f"over all q {_g(o['rmse'])} (truth rms {_g(o['truth_rms'])})")
         else:
