@@ -80,7 +80,7 @@ def evaluate_file(run: Run, path: Path, force: bool = False, evaluation: EvalCon
     if not path.is_file():
         raise FileNotFoundError(f"no trajectory file {path}")
     ev = evaluation or run.cfg.evaluation
-    run_data = run._require("data", "ground truth", "qcsurrogate train` or `run")
+    run_data = run.require_data()
     run_facts, facts = file_facts(run_data), file_facts(path)
     notes = compatibility(run_facts, facts, path)
     sha = file_sha256(path)

@@ -57,6 +57,11 @@ class Ledger:
         self.layout = layout
         self.path = layout.ledger
         self.stages: dict[str, dict[str, Any]] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read `stages.json` again (another process may have written it)."""
+        self.stages = {}
         if self.path.exists():
             data = json.loads(self.path.read_text())
             self.stages = data.get("stages", {}) if data.get("version") == LEDGER_VERSION else {}

@@ -12,6 +12,7 @@ modified) or missing, and the reason says which input changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -43,6 +44,12 @@ class Plan:
         self.ledger = ledger
         self.labels = list(cfg.model_configs())
 
+    @functools.cached_property
+    def _source_digest(self) -> str:
+        """SHA-256 of the file a `from_file` scenario reads, hashed once per plan (it may be large)."""
+        p = Path(self.cfg.data.scenario.kwargs["path"])
+        return file_sha256(p) if p.exists() else "missing"
+
     @property
     def stages(self) -> list[str]:
         return ["data", "split", "normalization", *(train_stage(x) for x in self.labels), "evaluate", "plot"]
@@ -68,10 +75,8 @@ class Plan:
         own: dict[str, Any]
         if stage == "data":
             own = {"data_config": cfg.data.model_dump(mode="json")}
-            source = cfg.data.scenario.kwargs.get("path") if cfg.data.scenario.name == "from_file" else None
-            if source is not None:  # states read from a file: its content is an input, not just its name
-                p = Path(source)
-                own["initial_states_file"] = file_sha256(p) if p.exists() else "missing"
+            if cfg.data.scenario.name == "from_file":  # states read from a file: its content is an input
+                own["initial_states_file"] = self._source_digest
         elif stage == "split":
             own = {"split_config": cfg.split.model_dump(mode="json")}
         elif stage == "normalization":

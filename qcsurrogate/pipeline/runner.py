@@ -60,9 +60,12 @@ class Run:
             self.layout.root.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.layout.config, yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
 
-    def _refresh(self) -> None:
-        """Re-read the ledger (another rank wrote it)."""
-        self.ledger.__init__(self.layout)  # type: ignore[misc]
+    def _sync(self) -> None:
+        """Wait for every rank; the others then re-read the ledger rank 0 may have written meanwhile,
+        so all ranks take the same current/stale decisions."""
+        distributed.barrier()
+        if not self.main:
+            self.ledger.reload()
 
     def _announce(self, stage: str) -> bool:
         """True if `stage` must be (re)done; logs the reason when it was there but stale."""
@@ -88,22 +91,23 @@ class Run:
             self.ledger.record("data", inputs, [path])
         elif self.main:
             self.log(f"reusing ground truth {path}")
-        distributed.barrier()
+        self._sync()
         return path
 
     @property
     def data(self) -> stages.Dataset:
         if self._data is None:
-            self._data = stages.Dataset(self._require("data", "ground truth", "qcsurrogate train` or `run"))
+            self._data = stages.Dataset(self.require_data())
             d = self._data
             self.log(f"loaded {d.n_traj} trajectories x {d.n_time} snapshots from {d.path}")
         return self._data
 
-    def _require(self, stage: str, what: str, command: str) -> Path:
-        st = self.plan.status(stage)
+    def require_data(self) -> Path:
+        """The current ground-truth file of this run; an error saying what to run when it is not current."""
+        st = self.plan.status("data")
         if st.state != "current":
-            raise FileNotFoundError(f"{what} in {self.layout.root} is {st.state} ({st.reason}); "
-                                    f"run `{command}` first")
+            raise FileNotFoundError(f"ground truth in {self.layout.root} is {st.state} ({st.reason}); "
+                                    "run `qcsurrogate train` or `run` first")
         return self.data_path
 
     # -- stage 2: split and normalisation -----------------------------------------------------------
@@ -114,7 +118,7 @@ class Run:
             split = split_trajectories(self.data.n_traj, s.val_fraction, s.test_fraction, s.seed)
             atomic_write_json(self.layout.split, {**split.to_json(), "inputs": inputs})
             self.ledger.record("split", inputs, [self.layout.split])
-        distributed.barrier()
+        self._sync()
         return self.split
 
     @property
@@ -129,7 +133,7 @@ class Run:
             norm = fit_normalization(self.data.system, sampler)
             atomic_write_json(self.layout.normalization, {"normalization": norm.to_json(), "inputs": inputs})
             self.ledger.record("normalization", inputs, [self.layout.normalization])
-        distributed.barrier()
+        self._sync()
         return Normalization.from_json(json.loads(self.layout.normalization.read_text())["normalization"])
 
     # -- stage 3: training ----------------------------------------------------------------------------
@@ -143,12 +147,12 @@ class Run:
         norm = self.ensure_normalization()
         inputs = self.plan.inputs(stage)
         resume = self._resume_decision(label, inputs, policy, st.reason)
-        distributed.barrier()
+        self._sync()
         if self.main:
             if not resume:
                 self._wipe_training(label)
             self.ledger.start(stage, inputs)
-        distributed.barrier()
+        self._sync()
         summary = stages.train_surrogate(
             self.data, self.split, norm, self.cfg.model_configs()[label], self.cfg.training,
             self.layout.training(label), self.device, self.log, resume=resume, stop_after=stop_after, inputs=inputs,
@@ -156,7 +160,7 @@ class Run:
         if self.main and summary["steps"] >= self.cfg.training.steps:
             self.ledger.record(stage, inputs, self.layout.model_files(label),
                                context={"device": str(self.device), "threads": self.threads})
-        distributed.barrier()
+        self._sync()
         return summary
 
     def _resume_decision(self, label: str, inputs: dict[str, str], policy: Policy, reason: str) -> bool:
