@@ -217,7 +217,7 @@ class Run:
             if st.state != "current":
                 raise FileNotFoundError(f"the trained '{label}' in {self.layout.model_dir(label)} is {st.state} "
                                         f"({st.reason}); run `qcsurrogate train` first")
-            out[label] = load_model(self.layout.model_dir(label), device=self.device)
+            out[label] = load_model(self.layout.model_dir(label), device=self.device, system=self.data.system)
         return out
 
     def ensure_evaluated(self, force: bool = False) -> dict[str, Any]:

@@ -18,19 +18,39 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     SerializeAsAny,
     ValidationError,
     create_model,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from torch import nn
 
+from ..constraints import Constraint, energy_projection
 from ..graph import DependencyGraph
 from ..state import RHO, State
 from .normalization import Normalization
 
 DEFAULT_SURROGATE = "parc"
+
+
+def _projection_from_bool(value: Any) -> Any:
+    """Configs written before 'spectrum' existed said `project_rho: true/false`."""
+    if isinstance(value, bool):
+        return "hermitian" if value else "none"
+    return value
+
+
+def _projection_to_bool(value: str) -> bool | str:
+    """'none'/'hermitian' serialise as false/true, as before: configs and run identities stay unchanged."""
+    return {"none": False, "hermitian": True}.get(value, value)
+
+
+RhoProjection = Annotated[
+    Literal["none", "hermitian", "spectrum"], BeforeValidator(_projection_from_bool), PlainSerializer(_projection_to_bool),
+]
 
 
 class SurrogateConfig(BaseModel):
@@ -44,8 +64,27 @@ class SurrogateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="registered surrogate name ('parc', 'cnn', or a plugin's)")
-    project_rho: bool = Field(False, description="project predicted rho on Hermitian matrices with the input trace")
+    project_rho: RhoProjection = Field(
+        "none",
+        description="constraint applied to each predicted rho: 'hermitian' its Hermitian part with the input's trace; "
+        "'spectrum' also the input's eigenvalues (unitary evolution conserves them); true/false mean 'hermitian'/'none'",
+    )
+    conserve_energy: bool = Field(
+        False,
+        description="restore the input's total energy after every step by moving the classical fields along the "
+        "gradient of System.energy (needs the System: the pipeline attaches it, or Surrogate.attach_system)",
+    )
     dtype: Literal["float32", "float64"] = "float32"
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler: Any) -> dict[str, Any]:
+        """Options added after run identities were first recorded are omitted at their defaults, so
+        configs (and the run stages digested from them) that do not use them keep their identity."""
+        data = handler(self)
+        for key in ("conserve_energy",):
+            if key in data and data[key] is False:
+                del data[key]
+        return data
 
 
 class CNNConfig(SurrogateConfig):
@@ -169,7 +208,8 @@ def build_surrogate(name: str, system: Any, config: SurrogateConfig, normalizati
     the main model's `model:` block also sizes the single-CNN baseline."""
     from ..registry import get_surrogate_class
 
-    return get_surrogate_class(name)(system.graph, system.boundary, config_for(name, config), normalization)
+    model = get_surrogate_class(name)(system.graph, system.boundary, config_for(name, config), normalization)
+    return model.attach_system(system)
 
 
 def project_density_matrix(rho: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
@@ -180,6 +220,19 @@ def project_density_matrix(rho: torch.Tensor, trace: torch.Tensor) -> torch.Tens
     shift = ((trace.real - tr) / L).to(h.real.dtype)
     eye = torch.eye(L, dtype=h.dtype, device=h.device)
     return h + shift[..., None, None] * eye
+
+
+def project_spectrum(rho: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The matrix with `rho`'s Hermitian eigenvectors and `reference`'s eigenvalues.
+
+    The von Neumann equation with a Hermitian one-body Hamiltonian moves rho along its isospectral
+    manifold (occupations, trace, purity and every tr(rho^k) are conserved); a predicted rho drifts off
+    it and this brings it back to the nearest point with the same eigenvectors. Eigenvalues are paired
+    in ascending order. Bounded by construction: rho can no longer grow, whatever the network does.
+    """
+    occupations = torch.linalg.eigvalsh(0.5 * (reference + reference.mH))
+    _, vectors = torch.linalg.eigh(0.5 * (rho + rho.mH))
+    return (vectors * occupations.to(vectors.dtype)[..., None, :]) @ vectors.mH
 
 
 class Surrogate(nn.Module, ABC):
@@ -213,6 +266,7 @@ class Surrogate(nn.Module, ABC):
         self, graph: DependencyGraph, boundary: Literal["periodic", "open"], config: SurrogateConfig, normalization: Normalization
     ) -> None:
         super().__init__()
+        self.constraints: list[Constraint] = []
         self.graph = graph
         self.boundary = boundary
         self.config = config
@@ -268,10 +322,32 @@ class Surrogate(nn.Module, ABC):
         return nxt
 
     def finish_step(self, state: State, nxt: State) -> State:
-        if self.config.project_rho:
+        """Apply the config's rho constraint to a predicted step (`state` is the step's input).
+
+        'spectrum' projects with eigenvectors, whose gradient is ill-conditioned where occupations are
+        degenerate (rho has mostly 0s and 1s), so in training it passes gradients straight through
+        the projection (the forward value is the projected rho, the backward is the identity)."""
+        mode = self.config.project_rho
+        if mode == "hermitian":
             trace = torch.diagonal(state.rho, dim1=-2, dim2=-1).sum(-1)
             nxt = State._raw(nxt.fields, project_density_matrix(nxt.rho, trace))
+        elif mode == "spectrum":
+            projected = project_spectrum(nxt.rho.detach(), state.rho.detach())
+            rho = nxt.rho + (projected - nxt.rho).detach() if torch.is_grad_enabled() else projected
+            nxt = State._raw(nxt.fields, rho)
+        if self.config.conserve_energy and not self.constraints:
+            raise RuntimeError(f"this '{self.name}' surrogate conserves energy (model.conserve_energy), which needs its "
+                               "System: call attach_system(system), or load_model(..., system=system)")
+        for constraint in self.constraints:
+            nxt = constraint(state, nxt)
         return nxt
+
+    def attach_system(self, system: Any) -> Surrogate:
+        """Set up the constraints the config asks for that need the System's equations (not persisted).
+
+        Called by `build_surrogate` and the pipeline; a surrogate loaded by hand calls it itself."""
+        self.constraints = [energy_projection(system)] if self.config.conserve_energy else []
+        return self
 
     rollout_compile: bool = False
     """What `rollout(..., compile=None)` does; `load_model(..., compile=True)` sets it on the loaded model."""

@@ -57,8 +57,13 @@ def save_model(model: Surrogate, directory: Path, extra: dict[str, Any] | None =
     atomic_write_json(directory / "model.json", {**model.spec(), "qcsurrogate_version": __version__, **(extra or {})})
 
 
-def load_model(directory: str | os.PathLike[str], device: str | torch.device = "cpu", compile: bool = False) -> Surrogate:
+def load_model(
+    directory: str | os.PathLike[str], device: str | torch.device = "cpu", compile: bool = False, system: Any = None,
+) -> Surrogate:
     """Rebuild a surrogate from `model.json` + `model.safetensors` (no code execution, no pickle).
+
+    `system` (the System it was trained on) sets up constraints that need its equations
+    (`model.conserve_energy`); without it such a model refuses to step.
 
     `compile=True` makes the model's `rollout` use its compiled inference step by default
     (`Surrogate.inference_step`): equal to the eager rollout to round-off, not bit for bit."""
@@ -68,6 +73,8 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device = "
     model = cls.from_spec(spec)
     model.load_state_dict(load_file(str(directory / "model.safetensors"), device="cpu"))
     model.rollout_compile = compile
+    if system is not None:
+        model.attach_system(system)
     return model.to(device).eval()
 
 
