@@ -130,7 +130,8 @@ def test_climate_of_the_truth_itself_is_perfect_and_of_a_shifted_copy_is_the_shi
     same = climate_statistics(M, truth, series(x.copy()), discard=50, max_lag=100, bins=20, range_factor=1.1)
     assert same["summary"] == {"diverged_fraction": 0.0, "max_acf_abs_diff": pytest.approx(0.0, abs=1e-15),
                                "max_w1_over_std": 0.0, "max_structure_factor_rel_l2": None,
-                               "n_rollouts_in_statistics": 4}
+                               "n_rollouts_in_statistics": 4, "truth_floor_max_acf_abs_diff": None,
+                               "truth_floor_max_w1_over_std": None}
     e = same["orders"]["m"]
     assert e["acf"]["lags"] == list(range(101)) and e["acf"]["truth"][0] == pytest.approx(1.0)
     assert e["distribution"]["truth"] == e["distribution"]["surrogate"]
@@ -214,3 +215,21 @@ def test_absent_blocks_leave_the_evaluation_config_as_it_was():
     with pytest.raises(ValueError, match="discard"):
         ClimateConfig(horizon=100, discard=99)
 
+
+
+def test_truth_sampling_floor_compares_the_two_halves_of_the_trajectories():
+    rng = np.random.default_rng(5)
+    t = np.arange(300)[:, None]
+    # trajectories 0, 1 oscillate slowly, 2, 3 fast: the halves differ, and by exactly what the ACF says
+    x = np.concatenate([np.sin(t / 20.0 + rng.uniform(0, 6, (1, 4))), 2 * np.sin(t / 5.0 + rng.uniform(0, 6, (1, 4)))], 1)
+    groups = [0, 0, 0, 0, 1, 1, 1, 1]
+    out = climate_statistics(M, series(x), series(x.copy()), discard=0, max_lag=40, bins=10, range_factor=1.1,
+                             groups=groups)
+    floor = out["orders"][M[0].name]["truth_sampling_floor"]
+    acf_a, acf_b = autocorrelation(x[:, :4], 40), autocorrelation(x[:, 4:], 40)
+    assert floor["acf_max_abs_diff"] == pytest.approx(np.abs(acf_a - acf_b).max()) and floor["acf_max_abs_diff"] > 0.5
+    assert floor["w1_over_std"] == pytest.approx(w1_over_std(x[:, :4], x[:, 4:])["w1_over_std"]) and floor["n_groups"] == [1, 1]
+    assert out["summary"]["truth_floor_max_acf_abs_diff"] == pytest.approx(floor["acf_max_abs_diff"])
+    one = climate_statistics(M, series(x), series(x.copy()), discard=0, max_lag=40, bins=10, range_factor=1.1,
+                             groups=[0] * 8)
+    assert one["orders"][M[0].name]["truth_sampling_floor"] is None  # one trajectory has no second half

@@ -25,7 +25,8 @@ def test_run_with_climate_and_predictability_writes_their_sections_and_figures(t
     assert (c["horizon"], c["starts"], c["discard"], c["dt"]) == (25, [0, 5], 2, pytest.approx(0.05))
     assert c["n_rollouts"] == 1 * 2 and c["statistics_steps"] == 24  # one test trajectory x 2 starts
     assert set(c["summary"]) == {"diverged_fraction", "max_acf_abs_diff", "max_w1_over_std",
-                                 "max_structure_factor_rel_l2", "n_rollouts_in_statistics"}
+                                 "max_structure_factor_rel_l2", "n_rollouts_in_statistics",
+                                 "truth_floor_max_acf_abs_diff", "truth_floor_max_w1_over_std"}
     assert set(c["orders"]) == {"S_X", "S_V"} and len(c["orders"]["S_X"]["acf"]["truth"]) == 6
     p = m["predictability"]
     assert (p["integration_dt"], p["save_every"], p["model_steps"]) == (0.05, 1, 8)

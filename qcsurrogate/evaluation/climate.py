@@ -30,7 +30,11 @@ the same windows), with the first `discard` model steps of each window left out 
   of range +-m may reach +-1.1 m and a non-negative S(q) 1.1 times the truth's largest (and a value
   that is 0 where the truth is 1e-34 is not an exit). Diverged rollouts are counted and left out of
   the surrogate's statistics; which criterion fired, for which order and at which step is recorded;
-- **energy drift**: (E(t) - E(0)) / max(|E(0)|, 1) of every rollout, the truth's beside the surrogate's.
+- **energy drift**: (E(t) - E(0)) / max(|E(0)|, 1) of every rollout, the truth's beside the surrogate's;
+- **the truth's own sampling noise** (given the trajectory each rollout comes from): the same ACF and W1
+  distances between the truth rollouts of the first and of the second half of the trajectories. With
+  few held-out trajectories a surrogate cannot be shown closer than this; it overstates the noise of the
+  full comparison by about sqrt(2) (two half-size sets instead of two full-size ones).
 """
 
 from __future__ import annotations
@@ -265,11 +269,27 @@ def energy_drift(series: Series, keep: np.ndarray | None = None) -> dict[str, fl
             "final_rel_mean": float(d[-1].mean())}
 
 
+def sampling_floor(series: np.ndarray, groups: Sequence[int], max_lag: int) -> dict[str, float] | None:
+    """ACF and W1/std distances between the rollouts `(T, batch)` of the first and the second half of the
+    groups (trajectories): the truth against itself. None with fewer than two groups."""
+    ids = np.asarray(groups)
+    distinct = np.unique(ids)
+    if len(distinct) < 2:
+        return None
+    first = np.isin(ids, distinct[: len(distinct) // 2])
+    a, b = series[:, first], series[:, ~first]
+    acf_a, acf_b = autocorrelation(a, max_lag), autocorrelation(b, max_lag)
+    return {"acf_max_abs_diff": float(np.abs(acf_a - acf_b).max()), "w1_over_std": w1_over_std(a, b)["w1_over_std"],
+            "n_groups": [int(len(distinct) // 2), int(len(distinct) - len(distinct) // 2)]}
+
+
 def climate_statistics(
     observables: Sequence[Observable], truth: Series, pred: Series, *, discard: int, max_lag: int, bins: int,
-    range_factor: float, range_orders: Sequence[str] | None = None,
+    range_factor: float, range_orders: Sequence[str] | None = None, groups: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The climate section of metrics.json for rollouts `pred` against `truth` (same windows, same batch order)."""
+    """The climate section of metrics.json for rollouts `pred` against `truth` (same windows, same batch order).
+
+    `groups` (the trajectory of each rollout) adds the truth's sampling floor per order and in the summary."""
     if truth.energy.shape != pred.energy.shape:
         raise ValueError(f"truth and surrogate series differ in shape: {truth.energy.shape} vs {pred.energy.shape}")
     order_list = orders(observables, truth, discard)
@@ -291,6 +311,7 @@ def climate_statistics(
         entry["acf"] = {"lags": [int(k) for k in lags], "truth": _floats(acf_t)}
         entry["distribution"] = {"bin_edges": _floats(edges), "truth": _floats(ht),
                                  "truth_mean": float(xt.mean()), "truth_std": float(xt.std())}
+        entry["truth_sampling_floor"] = sampling_floor(xt, groups, max_lag) if groups is not None else None
         if keep.any():
             acf_p = autocorrelation(xp, max_lag)
             entry["acf"].update(surrogate=_floats(acf_p), max_abs_diff=float(np.abs(acf_p - acf_t).max()))
@@ -328,6 +349,10 @@ def climate_statistics(
             "max_w1_over_std": worst(e["distribution"]["w1_over_std"] for e in out_orders.values()),
             "max_structure_factor_rel_l2": worst(e["rel_l2"] for e in spectra.values()),
             "n_rollouts_in_statistics": int(keep.sum()),
+            "truth_floor_max_acf_abs_diff": worst((e["truth_sampling_floor"] or {}).get("acf_max_abs_diff")
+                                                  for e in out_orders.values()),
+            "truth_floor_max_w1_over_std": worst((e["truth_sampling_floor"] or {}).get("w1_over_std")
+                                                 for e in out_orders.values()),
         },
         "n_rollouts": int(truth.energy.shape[1]),
         "statistics_steps": int(T),

@@ -233,9 +233,10 @@ def climate_evaluation(data: Dataset, split: Split, model: Surrogate, ev: EvalCo
     system = data.system
     truth = observe_chunks(system, window_chunks(test, starts, horizon))
     pred = observe_chunks(system, rollout_chunks(_predictor(model), state0, horizon))
-    stats = climate_statistics(system.observables(), truth, pred, discard=c.discard, max_lag=c.max_lag,
-                               bins=c.bins, range_factor=c.range_factor, range_orders=c.range_orders)
     pairs = [(int(j), int(s)) for j in split.test for s in starts]  # the batch order (trajectory-major)
+    stats = climate_statistics(system.observables(), truth, pred, discard=c.discard, max_lag=c.max_lag,
+                               bins=c.bins, range_factor=c.range_factor, range_orders=c.range_orders,
+                               groups=[j for j, _ in pairs])
     for r in stats["diverged"]["rollouts"]:
         r["trajectory"], r["start"] = pairs[r["rollout"]]
     return {"horizon": horizon, "discard": c.discard, "starts": starts, "max_lag": c.max_lag, "bins": c.bins,
