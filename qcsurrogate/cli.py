@@ -256,8 +256,9 @@ COMMANDS: dict[str, Command] = {
 
 def _register_pipeline_commands() -> None:
     from .cli_pipeline import PIPELINE_COMMANDS
+    from .cli_study import STUDY_COMMANDS
 
-    for cmd in PIPELINE_COMMANDS:
+    for cmd in (*PIPELINE_COMMANDS, *STUDY_COMMANDS):
         COMMANDS[cmd.name] = cmd
 
 
