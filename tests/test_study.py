@@ -85,6 +85,7 @@ def test_tiny_study_end_to_end_table_holds_each_runs_metrics(tmp_path, capsys):
         assert row["rmse_total@t=0.12"] == ""  # not a whole number of model steps
         assert float(row["rmse_total@end"]) == curve["rmse_total"][-1]
         assert float(row["diverged_fraction"]) == curve["diverged_fraction"][-1]
+        assert int(row["n_train_traj"]) == len(metrics["split"]["train"]) and int(row["n_test_traj"]) == 1
         assert jrow["model.width"] == int(row["model.width"]) == int(row["point"].split("=")[1])
         if row["predictor"] == "persistence":
             assert row["n_parameters"] == row["train_wall_s"] == row["speedup"] == ""

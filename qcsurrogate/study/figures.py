@@ -140,7 +140,7 @@ def window_figure(curves: list[dict[str, Any]], variable: str, path: Path, title
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(f"prediction window {TIME}")
-        ax.set_title(PREDICTOR_LABELS.get(group[0]["predictor"], group[0]["predictor"]), fontsize=9)
+        ax.set_title(_predictor_label(group[0]), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(f"{RMSE_LABEL}, {variable}")

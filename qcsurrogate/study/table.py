@@ -21,7 +21,8 @@ from ..pipeline.layout import PRIMARY, RunLayout
 from .config import MetricsConfig
 from .points import Point
 
-IDENTITY_COLUMNS = ("point", "seed", "predictor", "surrogate", "n_parameters", "dt", "horizon_steps")
+IDENTITY_COLUMNS = ("point", "seed", "predictor", "surrogate", "n_parameters", "dt", "horizon_steps", "n_train_traj",
+                    "n_test_traj")
 CLIMATE_PREFIX = "climate_"
 
 
@@ -123,8 +124,10 @@ def point_rows(point: Point, metrics: MetricsConfig, cost: dict[str, Any] | None
         entries.append((label, entry, label, entry.get("n_parameters")))
     rows = []
     for label, entry, surrogate, n_params in entries:
+        split = m.get("split", {})
         row = {"point": point.group, **point.values, "seed": point.seed, "predictor": label, "surrogate": surrogate,
-               "n_parameters": n_params, "dt": dt, "horizon_steps": m.get("horizon")}
+               "n_parameters": n_params, "dt": dt, "horizon_steps": m.get("horizon"),
+               "n_train_traj": len(split.get("train", [])), "n_test_traj": len(split.get("test", []))}
         row.update(predictor_metrics(entry, dt, metrics))
         if label == PRIMARY:
             row.update(_model_only(m))
@@ -142,7 +145,8 @@ def point_curves(point: Point, metrics: MetricsConfig) -> list[dict[str, Any]]:
     out = []
     for label, entry in entries:
         curve = entry["rollout"]
-        out.append({"point": point.group, "seed": point.seed, "predictor": label, "dt": m["dt"],
+        out.append({"point": point.group, "seed": point.seed, "predictor": label,
+                    "surrogate": m.get("model") if label == PRIMARY else label, "dt": m["dt"],
                     "steps": curve["steps"], "diverged_fraction": curve.get("diverged_fraction"),
                     **{f"rmse_{v}": curve.get(f"rmse_{v}") for v in metrics.variables}})
     return out
