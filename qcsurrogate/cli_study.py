@@ -45,7 +45,7 @@ def _study(args: argparse.Namespace) -> int:
         return 0
     runner = StudyRunner(study, points, root, source=str(args.study), jobs=args.jobs, verbose=args.verbose)
     outcomes = runner.run()
-    return 0 if all(o.status in ("kept", "run") for o in outcomes) else EXIT_POINT_FAILED
+    return 0 if all(o.ok for o in outcomes) else EXIT_POINT_FAILED
 
 
 STUDY_COMMANDS = (

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config import StrictModel, parse_config, read_yaml
 from ..system import ConfigError
@@ -101,8 +101,8 @@ class StudyConfig(StrictModel):
     output_dir: Path = Field(description="study directory (overridable with --output); relative to the working directory")
     base: Path | dict[str, Any] = Field(
         description="the run config every point starts from: a YAML file (relative to the study file) or a mapping")
-    overrides: dict[str, Any] = Field(
-        default_factory=dict, alias="set",
+    set: dict[str, Any] = Field(
+        default_factory=dict,
         description="dotted path -> value applied to the base for every point (e.g. the CPU reductions)")
     cases: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named variants, each a mapping dotted path -> value (one axis)")
@@ -116,8 +116,6 @@ class StudyConfig(StrictModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
-
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str) -> str:
@@ -125,7 +123,7 @@ class StudyConfig(StrictModel):
             raise ValueError("name must not contain a path separator")
         return v
 
-    @field_validator("overrides", "sweep", "zip")
+    @field_validator("set", "sweep", "zip")
     @classmethod
     def _paths(cls, v: dict[str, Any]) -> dict[str, Any]:
         for p in v:
@@ -194,12 +192,6 @@ class StudyConfig(StrictModel):
             for p in paths:
                 owners[p] = where
         return self
-
-    @property
-    def varied_paths(self) -> list[str]:
-        """Every path an axis or the seed sets (the ones an error is traced back to)."""
-        case_paths = [p for overrides in self.cases.values() for p in overrides]
-        return [*self.overrides, *dict.fromkeys(case_paths), *self.sweep, *self.zip, *self.seed_fields]
 
 
 def load_study(path: str | os.PathLike[str]) -> tuple[StudyConfig, dict[str, Any], str]:

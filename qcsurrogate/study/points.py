@@ -113,7 +113,7 @@ def set_path(cfg: dict[str, Any], path: str, value: Any) -> None:
 
 
 def _origins(study: StudyConfig) -> dict[str, str]:
-    out = {p: "set" for p in study.overrides}
+    out = {p: "set" for p in study.set}
     for name, overrides in study.cases.items():
         for p in overrides:
             out.setdefault(p, f"cases.{name}")
@@ -153,7 +153,7 @@ def expand(study: StudyConfig, base: dict[str, Any], output_dir: Path, *, study_
         for seed in study.seeds:
             raw = copy.deepcopy(base)
             try:
-                for path, value in study.overrides.items():
+                for path, value in study.set.items():
                     set_path(raw, path, value)
                 for _, _, overrides in combo:
                     for path, value in overrides.items():

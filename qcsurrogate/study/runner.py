@@ -55,6 +55,11 @@ class Outcome:
     def log(self) -> Path:
         return self.point.directory / POINT_LOG
 
+    @property
+    def ok(self) -> bool:
+        """Finished (kept or run) and nothing went wrong after it (its cost measurement)."""
+        return self.status in FINISHED and not self.error
+
 
 def pending_reason(point: Point) -> str | None:
     """None when every stage of the point's run directory is current; else the first that is not, and why."""
@@ -133,9 +138,9 @@ class StudyRunner:
             self.write_manifest()
         self.write_results()
         self.write_manifest()
-        failed = [o for o in self.outcomes if o.status not in FINISHED]
-        counts = {s: sum(o.status == s for o in self.outcomes) for s in ("kept", "run", "failed")}
-        self.log(f"done: {counts['kept']} kept, {counts['run']} run, {counts['failed']} failed; "
+        failed = [o for o in self.outcomes if not o.ok]
+        counts = {s: sum(o.status == s for o in self.outcomes) for s in ("kept", "run")}
+        self.log(f"done: {counts['kept']} kept, {counts['run']} run, {len(failed)} failed; "
                  f"results in {self.root / 'results.csv'}")
         for o in failed:
             self.log(f"FAILED {o.point.name}: {o.error}; log: {o.log}")
@@ -237,8 +242,9 @@ class StudyRunner:
                 continue
             try:
                 result, measured = ensure_cost(o.point.config, self.study.cost)
-            except Exception as exc:  # noqa: BLE001 - reported like a failed point
-                o.status, o.error = "failed", f"cost measurement: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - reported like a failed point; its run is still tabulated
+                o.error = f"cost measurement: {type(exc).__name__}: {exc}"
+                self.log(f"{o.point.name}: {o.error}")
                 continue
             self.cost[o.point.name] = result
             if measured:
@@ -246,8 +252,14 @@ class StudyRunner:
                 self.log(f"{o.point.name}: cost measured (speedup over the exact solver: {sp})")
 
     def value_columns(self) -> list[str]:
+        """The table columns of the point's values: `case`, every swept and every zipped path."""
         s = self.study
         return [*(["case"] if s.cases else []), *s.sweep, *s.zip]
+
+    def naming_columns(self) -> list[str]:
+        """The value columns that name the points (a zip group by its first key), for the markdown table."""
+        s = self.study
+        return [*(["case"] if s.cases else []), *s.sweep, *list(s.zip)[:1]]
 
     def plot_metrics(self) -> list[str]:
         return list(self.study.metrics.plot or default_plot_columns(self.study.metrics))
@@ -278,7 +290,7 @@ class StudyRunner:
         missing = [o.point.name for o in self.outcomes if o.status not in FINISHED]
         meta = {"study": self.study.name, "title": f"Study '{self.study.name}'", "description": self.study.description,
                 "value_columns": self.value_columns(), "missing_points": missing}
-        paths = write_tables(self.root, rows, curves, self.value_columns(), list(dict.fromkeys(md_metrics)), meta)
+        paths = write_tables(self.root, rows, curves, self.naming_columns(), list(dict.fromkeys(md_metrics)), meta)
         numeric_axes: dict[str, list[str]] = {}
         for a in axes(self.study):
             cols = list(a.entries[0][1])  # the axis's table columns; the first names the point
@@ -298,7 +310,8 @@ class StudyRunner:
             "started": self.started, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "jobs": self.jobs,
             "points": [{"point": o.point.group, "seed": o.point.seed, "directory": str(o.point.directory),
                         "values": o.point.values, "status": o.status, "reason": o.reason,
-                        "seconds": o.seconds, "error": o.error or None, "log": str(o.log)} for o in self.outcomes],
+                        "seconds": o.seconds, "error": o.error or None,
+                        "log": str(o.log) if o.log.exists() else None} for o in self.outcomes],
         })
         return path
 
