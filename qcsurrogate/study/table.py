@@ -198,8 +198,8 @@ def _cell(s: dict[str, Any], n_rows: int) -> str:
     if s["mean"] is None:
         return "-"
     text = f"{s['mean']:.3g}"
-    if s["n"] > 1:
-        text += f" [{s['min']:.2g}, {s['max']:.2g}]"
+    if s["n"] > 1 and s["min"] != s["max"]:
+        text += f" [{s['min']:.3g}, {s['max']:.3g}]"
     if s["missing"]:
         text += f" ({s['missing']}/{n_rows} none)"
     return text
