@@ -65,6 +65,7 @@ def manifest(study_dir: Path) -> dict[str, dict]:
 # -- end to end ----------------------------------------------------------------------------------------
 def test_tiny_study_end_to_end_table_holds_each_runs_metrics(tmp_path, capsys):
     path = write_study(tmp_path, sweep={"model.width": [8, 12]},
+                       set={"model.conserve_energy": True},  # a model that steps only with its System attached
                        metrics={"rollout_steps": [1, 4], "rollout_times": [0.1, 0.12]},
                        cost={"measure": True, "batch": 4, "repeats": 2, "min_time": 0.005})
     assert main(["study", str(path)]) == 0
@@ -101,7 +102,8 @@ def test_tiny_study_end_to_end_table_holds_each_runs_metrics(tmp_path, capsys):
     assert main(["status", str(out / "points" / "width=12" / "seed=0")]) == 0
     status = capsys.readouterr().out
     assert "train:cnn" in status and "stale" not in status and "missing" not in status
-    assert yaml.safe_load((out / "points" / "width=12" / "seed=0" / "config.yaml").read_text())["model"]["width"] == 12
+    point_cfg = yaml.safe_load((out / "points" / "width=12" / "seed=0" / "config.yaml").read_text())
+    assert point_cfg["model"]["width"] == 12 and point_cfg["model"]["conserve_energy"] is True
     assert {p["status"] for p in manifest(out).values()} == {"run"}
     md = (out / "results.md").read_text()
     assert md.count("\n| 8 |") == 3 and md.count("\n| 12 |") == 3

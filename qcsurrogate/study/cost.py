@@ -109,7 +109,7 @@ def measure_run_cost(cfg: RunConfig, cost: CostConfig) -> dict[str, Any]:
                                cost.repeats, cost.min_time) / cost.batch
     predictors = {}
     for label in labels:
-        model = load_model(layout.model_dir(label))
+        model = load_model(layout.model_dir(label), system=system)  # constraints that need the System (energy)
         s = surrogate_step_seconds(model, state, cost.repeats, cost.min_time) / cost.batch
         predictors[label] = {"surrogate": model.name, "dtype": str(model.dtype).replace("torch.", ""),
                              "seconds_per_state": s, "speedup": exact / s}
