@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.figures import RMSE_LABEL, TIME, TIME_UNIT, _save, plt
+from .points import short_labels
 from .table import grouped, numeric, summarize
 
 AXIS_LABELS = {
@@ -175,8 +176,9 @@ def cost_figure(rows: list[dict[str, Any]], x: str, metric: str, line_columns: l
     return _save(fig, path)
 
 
-def file_label(column: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", column.split(".")[-1])
+def file_labels(columns: list[str]) -> dict[str, str]:
+    """File-name labels of the swept columns: the same short, unique labels as the point directories."""
+    return {c: re.sub(r"[^A-Za-z0-9_.-]", "_", label) for c, label in short_labels(columns).items()}
 
 
 def draw_all(rows: list[dict[str, Any]], curves: list[dict[str, Any]], numeric_axes: dict[str, list[str]],
@@ -184,9 +186,10 @@ def draw_all(rows: list[dict[str, Any]], curves: list[dict[str, Any]], numeric_a
              out: Path, title: str) -> list[Path]:
     """Every figure of a study. `numeric_axes`: x column -> the columns of its axis (left out of the lines)."""
     paths: list[Path | None] = [window_figure(curves, variable, out / "rmse_vs_window.png", title)]
+    names = file_labels(list(numeric_axes))
     for x, own in numeric_axes.items():
         lines = ["predictor", *(c for c in all_axis_columns if c not in own)]
-        name = file_label(x)
+        name = names[x]
         paths.append(sweep_figure(rows, x, plot_metrics, lines, out / f"vs_{name}.png", title))
         per_point = grouped([r for r in rows if r.get("n_parameters") is not None], ["predictor", *lines[1:]])
         varies = any(len({r["n_parameters"] for r in g}) > 1 for g in per_point.values())
