@@ -130,6 +130,15 @@ def test_rollout_with_conserve_energy_keeps_the_energy_and_the_spectrum():
     torch.testing.assert_close(occ, torch.linalg.eigvalsh(state.rho).expand_as(occ), rtol=0, atol=1e-10)
 
 
+def test_energy_constraint_acts_at_inference_only():
+    model = make(conserve_energy=True)
+    state = TOY.initial_state("random_start", seed=4, n_traj=2)
+    nxt = State._raw({k: v + 0.05 for k, v in state.fields.items()}, state.rho)
+    assert model.train().finish_step(state, nxt).fields is nxt.fields  # unrolled training sees the raw step
+    fixed = model.eval().finish_step(state, nxt)
+    torch.testing.assert_close(TOY.energy(fixed), TOY.energy(state), rtol=1e-12, atol=1e-12)
+
+
 def test_conserve_energy_without_a_system_is_a_clear_error(tmp_path):
     model = make(conserve_energy=True)
     save_model(model, tmp_path / "m")

@@ -335,6 +335,8 @@ class Surrogate(nn.Module, ABC):
             projected = project_spectrum(nxt.rho.detach(), state.rho.detach())
             rho = nxt.rho + (projected - nxt.rho).detach() if torch.is_grad_enabled() else projected
             nxt = State._raw(nxt.fields, rho)
+        if self.training:  # the System's constraints act at inference only (see attach_system)
+            return nxt
         if self.config.conserve_energy and not self.constraints:
             raise RuntimeError(f"this '{self.name}' surrogate conserves energy (model.conserve_energy), which needs its "
                                "System: call attach_system(system), or load_model(..., system=system)")
@@ -345,6 +347,9 @@ class Surrogate(nn.Module, ABC):
     def attach_system(self, system: Any) -> Surrogate:
         """Set up the constraints the config asks for that need the System's equations (not persisted).
 
+        They act in eval mode only (rollouts, evaluation, validation), not in training's unrolled steps:
+        there the energy correction, driven mostly by the error of rho, moves the fields by amounts the
+        straight-through gradient cannot see, and training got worse (measured in docs/results.md).
         Called by `build_surrogate` and the pipeline; a surrogate loaded by hand calls it itself."""
         self.constraints = [energy_projection(system)] if self.config.conserve_energy else []
         return self
