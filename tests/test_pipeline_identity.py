@@ -61,6 +61,9 @@ CHANGES = [
     ("data.scenario.kwargs", {"seed": 1, "n_traj": 4}, ALL),
     ("split.seed", 1, ALL - {"data"}),
     ("model.width", 12, TRAINED),
+    # inference-only settings redo the evaluation of the same trained weights
+    ("model.conserve_energy", True, {"evaluate", "plot"}),
+    ("model.project_rho", "spectrum", TRAINED),  # from 'none': spectrum trains with the Hermitian projection
     ("training.lr", 5e-4, TRAINED),
     ("training.objective", {"unroll": {"max_steps": 2, "start_fraction": 0.5}}, ALL - {"data", "split"}),
     ("training.checkpoint_every", 1, set()),
@@ -242,3 +245,22 @@ def test_interrupted_training_resumes_across_an_operational_change(tmp_path, cap
     assert main(["train", str(changed), "--resume"]) == 0
     assert "resumed from" in capsys.readouterr().out
     assert (run / "model" / "model.safetensors").exists()
+
+
+def test_hermitian_to_spectrum_keeps_the_trained_weights_and_redoes_the_evaluation(tmp_path):
+    hermitian = _setitem("model.project_rho", True)
+    assert main(["run", str(_cfg(tmp_path, hermitian))]) == 0
+    first = _ledger(tmp_path)
+    weights = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
+    before = json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+    def spectrum(cfg):
+        hermitian(cfg)
+        cfg["model"]["project_rho"] = "spectrum"
+
+    assert main(["run", str(_cfg(tmp_path, spectrum))]) == 0
+    assert _redone(first, _ledger(tmp_path)) == {"evaluate", "plot"}
+    assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() == weights
+    second = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert second["inputs"] != before["inputs"]
+    assert second["rollout"]["rmse_total"] != before["rollout"]["rmse_total"]  # the loaded model used 'spectrum'

@@ -83,11 +83,14 @@ class Plan:
             own = {"window": cfg.training.objective.unroll.max_steps}  # the sampler's stride depends on it
         elif stage.startswith("train:"):
             label = stage.split(":", 1)[1]
-            own = {"model_config": cfg.model_configs()[label].model_dump(mode="json"),
+            own = {"model_config": cfg.model_configs()[label].training_identity(),
                    "training": cfg.training.identity()}
         elif stage == "evaluate":
             ev = cfg.evaluation.model_dump(mode="json")
             own = {"evaluation": {k: v for k, v in ev.items() if k not in FIGURE_ONLY_EVALUATION_FIELDS}}
+            inference = {x: c.inference_options() for x, c in cfg.model_configs().items() if c.inference_options()}
+            if inference:  # absent when none is set, so runs recorded before these options existed stay current
+                own["inference"] = inference
         elif stage == "plot":
             own = {"figures": {"name": cfg.name, "model": cfg.model.name,
                                "figure_snapshots": cfg.evaluation.figure_snapshots}}

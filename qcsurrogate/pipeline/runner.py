@@ -217,7 +217,12 @@ class Run:
             if st.state != "current":
                 raise FileNotFoundError(f"the trained '{label}' in {self.layout.model_dir(label)} is {st.state} "
                                         f"({st.reason}); run `qcsurrogate train` first")
-            out[label] = load_model(self.layout.model_dir(label), device=self.device, system=self.data.system)
+            model = load_model(self.layout.model_dir(label), device=self.device)
+            # the run config's inference-only settings, which the train stage's identity leaves out
+            wanted = self.cfg.model_configs()[label]
+            model.config = model.config.model_copy(update={"project_rho": wanted.project_rho,
+                                                           "conserve_energy": wanted.conserve_energy})
+            out[label] = model.attach_system(self.data.system)
         return out
 
     def ensure_evaluated(self, force: bool = False) -> dict[str, Any]:

@@ -217,14 +217,19 @@ class Trainer:
         return self.objective.pair_loss(self.model, cur, nxt)
 
     # -- the loop ---------------------------------------------------------------------------------
+    def _same_trained_model(self, saved: Any) -> bool:
+        """Whether a checkpoint's model config trains the same weights (inference-only options may differ)."""
+        try:
+            return type(self.model.config).model_validate(saved).training_identity() == self.model.config.training_identity()
+        except (ValidationError, TypeError):
+            return False
+
     def resume(self) -> bool:
         path = latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
         saved_model = json.loads((path / "model.json").read_text())
-        if saved_model.get("config") != self.model.config.model_dump(mode="json") or saved_model.get(
-            "surrogate"
-        ) != self.model.name:
+        if saved_model.get("surrogate") != self.model.name or not self._same_trained_model(saved_model.get("config")):
             raise ConfigError(
                 f"checkpoint {path} holds a different model ({saved_model.get('surrogate')}, "
                 f"{saved_model.get('config')}); refusing to resume. Use `--no-resume` or another --output"
