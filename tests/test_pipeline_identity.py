@@ -63,7 +63,7 @@ CHANGES = [
     ("model.width", 12, TRAINED),
     # inference-only settings redo the evaluation of the same trained weights
     ("model.conserve_energy", True, {"evaluate", "plot"}),
-    ("model.project_rho", "spectrum", TRAINED),  # from 'none': spectrum trains with the Hermitian projection
+    ("model.project_rho", "spectrum", TRAINED),
     ("training.lr", 5e-4, TRAINED),
     ("training.objective", {"unroll": {"max_steps": 2, "start_fraction": 0.5}}, ALL - {"data", "split"}),
     ("training.checkpoint_every", 1, set()),
@@ -247,20 +247,15 @@ def test_interrupted_training_resumes_across_an_operational_change(tmp_path, cap
     assert (run / "model" / "model.safetensors").exists()
 
 
-def test_hermitian_to_spectrum_keeps_the_trained_weights_and_redoes_the_evaluation(tmp_path):
-    hermitian = _setitem("model.project_rho", True)
-    assert main(["run", str(_cfg(tmp_path, hermitian))]) == 0
+def test_conserve_energy_keeps_the_trained_weights_and_redoes_the_evaluation(tmp_path):
+    assert main(["run", str(_cfg(tmp_path))]) == 0
     first = _ledger(tmp_path)
     weights = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
     before = json.loads((tmp_path / "run" / "metrics.json").read_text())
-
-    def spectrum(cfg):
-        hermitian(cfg)
-        cfg["model"]["project_rho"] = "spectrum"
-
-    assert main(["run", str(_cfg(tmp_path, spectrum))]) == 0
+    assert main(["run", str(_cfg(tmp_path, _setitem("model.conserve_energy", True)))]) == 0
     assert _redone(first, _ledger(tmp_path)) == {"evaluate", "plot"}
     assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() == weights
-    second = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert second["inputs"] != before["inputs"]
-    assert second["rollout"]["rmse_total"] != before["rollout"]["rmse_total"]  # the loaded model used 'spectrum'
+    after = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert after["inputs"] != before["inputs"]
+    assert after["rollout"]["rmse_total"] != before["rollout"]["rmse_total"]  # the loaded model conserved energy
+    assert after["physics"]["energy_drift_max_rel"] < 1e-5 < before["physics"]["energy_drift_max_rel"]

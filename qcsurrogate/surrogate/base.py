@@ -78,19 +78,15 @@ class SurrogateConfig(BaseModel):
 
     def training_identity(self) -> dict[str, Any]:
         """The options that determine the trained weights (the train stage's input): the dump without the
-        inference-only settings. 'spectrum' trains exactly as 'hermitian' (see `Surrogate.finish_step`)."""
+        inference-only settings (`conserve_energy`, see `Surrogate.attach_system`)."""
         data = self.model_dump(mode="json")
         data.pop("conserve_energy", None)
-        if data.get("project_rho") == "spectrum":
-            data["project_rho"] = True
         return data
 
     def inference_options(self) -> dict[str, Any]:
         """The settings that act at inference only, where they differ from how the model was trained
         (`{}` for a config without any): changing them redoes evaluation, not training."""
         out: dict[str, Any] = {}
-        if self.project_rho == "spectrum":
-            out["project_rho"] = "spectrum"
         if self.conserve_energy:
             out["conserve_energy"] = True
         return out
@@ -343,19 +339,18 @@ class Surrogate(nn.Module, ABC):
     def finish_step(self, state: State, nxt: State) -> State:
         """Apply the config's constraints to a predicted step (`state` is the step's input).
 
-        'spectrum' and the System's constraints (`attach_system`) act in eval mode only: rollouts,
-        evaluation, validation. In training 'spectrum' is 'hermitian': trained with the spectrum
-        projection inside the unrolled steps (gradients passed straight through it, since the
-        eigenvector gradient is ill-conditioned at degenerate occupations), the L = 32 shallow model's
-        1200-step error was 8x larger (docs/results.md)."""
+        'spectrum' projects with eigenvectors, whose gradient is ill-conditioned where occupations are
+        degenerate (rho has mostly 0s and 1s), so in training it passes gradients straight through the
+        projection (the forward value is the projected rho, the backward the identity). The System's
+        constraints (`attach_system`) act in eval mode only."""
         mode = self.config.project_rho
-        if mode == "spectrum" and self.training:
-            mode = "hermitian"
         if mode == "hermitian":
             trace = torch.diagonal(state.rho, dim1=-2, dim2=-1).sum(-1)
             nxt = State._raw(nxt.fields, project_density_matrix(nxt.rho, trace))
         elif mode == "spectrum":
-            nxt = State._raw(nxt.fields, project_spectrum(nxt.rho, state.rho))
+            projected = project_spectrum(nxt.rho.detach(), state.rho.detach())
+            rho = nxt.rho + (projected - nxt.rho).detach() if torch.is_grad_enabled() else projected
+            nxt = State._raw(nxt.fields, rho)
         if self.training:
             return nxt
         if self.config.conserve_energy and not self.constraints:
