@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project-rho", choices=["none", "hermitian", "spectrum"], required=True)
     ap.add_argument("--conserve-energy", action="store_true")
     ap.add_argument("--steps", type=int, nargs="+", default=None, help="rollout steps to report (default: none)")
+    ap.add_argument("--starts", type=int, nargs="+", default=None, help="rollout start snapshots (default: the config's)")
     args = ap.parse_args(argv)
     cfg = load_run_config(args.run_dir / "config.yaml").model_copy(update={"output_dir": args.run_dir})
     run = Run(cfg, echo=False)
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         test = run.data.trajectories.index(list(run.split.test))
         horizon = max(args.steps)
-        curve, _ = rollout_rmse(lambda y, n: model.rollout(y, n), test, cfg.evaluation.starts, horizon, args.steps)
-        out["rollout"] = {"steps": args.steps, "rmse_total": curve["rmse_total"],
+        starts = args.starts or cfg.evaluation.starts
+        curve, _ = rollout_rmse(lambda y, n: model.rollout(y, n), test, starts, horizon, args.steps)
+        out["rollout"] = {"starts": starts, "steps": args.steps, "rmse_total": curve["rmse_total"],
                           "diverged_fraction": curve["diverged_fraction"][-1]}
     if cfg.evaluation.climate is not None:
         climate = climate_evaluation(run.data, run.split, model, cfg.evaluation)
