@@ -149,3 +149,16 @@ def test_periodic_padding_wraps_at_the_new_L(integrator_inputs):
         p6, p6s = model(model.prepare(s6)), model(model.prepare(shifted))
         torch.testing.assert_close(p6s["X"], p6["X"].roll(2, -1), rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(p6s.rho, p6.rho.roll((2, 2), (-2, -1)), rtol=1e-10, atol=1e-12)
+
+
+def test_conserved_energy_is_that_of_the_files_system(tmp_path):
+    """conserve_energy restores the energy of the System the file was made with (its L, its parameters)."""
+    cfg = write_config(tmp_path, evaluation={"horizon": 5, "starts": [0], "figure_snapshots": 3}, baselines=[])
+    config = yaml.safe_load(cfg.read_text())
+    config["model"]["conserve_energy"] = True
+    cfg.write_text(yaml.safe_dump(config))
+    assert main(["run", str(cfg)]) == 0
+    data = simulate_file(tmp_path, "toy_L6_c03", L=6, c=0.3)
+    assert main(["evaluate", str(cfg), "--data", str(data)]) == 0  # warns: trained at c = 0.7
+    m = json.loads((tmp_path / "run" / "evaluations" / "toy_L6_c03" / "metrics.json").read_text())
+    assert m["physics"]["energy_drift_max_rel"] < 1e-5

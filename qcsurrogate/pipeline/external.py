@@ -110,6 +110,8 @@ def evaluate_file(run: Run, path: Path, force: bool = False, evaluation: EvalCon
         run.log(f"warning: {note}")
 
     data = stages.Dataset(path)
+    for model in models.values():  # constraints (conserve_energy) use this file's System: its L, its parameters
+        model.attach_system(data.system)
     run.log(f"evaluating {', '.join(models)} on {data.n_traj} trajectories x {data.n_time} snapshots of {path} "
             f"(L = {facts['L']}; trained at L = {run_facts['L']})")
     split = Split((), (), tuple(range(data.n_traj)))
