@@ -29,6 +29,11 @@ def energy_projection(system: Any, max_iterations: int = 8, rtol: float = 1e-13)
     Newton steps on `E(fields, rho) = E(state)` with rho held fixed, each the smallest change
     `-(E - E0) grad E / |grad E|^2` of the fields (in float64), until |E - E0| <= rtol (1 + |E0|)
     or `max_iterations` (they converge quadratically; where the gradient vanishes nothing moves).
+
+    With rho fixed, the fields can only reach energies above the minimum over the fields: when the
+    predicted electrons alone carry more than E0 there is no solution, and each state keeps the iterate
+    closest to E0 (never a Newton step that moved away from it). The rollout then continues at that
+    energy.
     """
 
     def project(state: State, nxt: State) -> State:
@@ -36,20 +41,25 @@ def energy_projection(system: Any, max_iterations: int = 8, rtol: float = 1e-13)
             e0 = system.energy(state.to(dtype=torch.float64))
         fields = {k: v.detach().to(torch.float64) for k, v in nxt.fields.items()}
         rho = nxt.rho.detach().to(torch.complex128)
+        best, best_gap = dict(fields), None
         with torch.enable_grad():
-            for _ in range(max_iterations):
+            for _ in range(max_iterations + 1):
                 leaves = {k: v.requires_grad_(True) for k, v in fields.items()}
                 energy = system.energy(State._raw(leaves, rho))
                 if not isinstance(energy, torch.Tensor) or not energy.requires_grad:
                     raise ConstraintError(f"{type(system).__name__}.energy is not differentiable in the classical fields "
                                           "with torch autograd, which conserve_energy needs")
-                if bool(((energy - e0).abs() <= rtol * (1 + e0.abs())).all()):
+                gap = (energy - e0).detach().abs()
+                better = gap < best_gap if best_gap is not None else torch.ones_like(gap, dtype=torch.bool)
+                best = {k: torch.where(better[..., None], v.detach(), best[k]) for k, v in leaves.items()}
+                best_gap = torch.where(better, gap, best_gap) if best_gap is not None else gap
+                if bool((best_gap <= rtol * (1 + e0.abs())).all()):
                     break
                 grads = torch.autograd.grad(energy.sum(), list(leaves.values()))
                 norm2 = sum((g * g).sum(-1) for g in grads)
                 scale = torch.where(norm2 > 0, (energy - e0) / norm2.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
                 fields = {k: (v - scale[..., None] * g).detach() for (k, v), g in zip(leaves.items(), grads)}
-        out = {k: nxt.fields[k] + (fields[k].to(nxt.fields[k].dtype) - nxt.fields[k]).detach() for k in fields}
+        out = {k: nxt.fields[k] + (best[k].to(nxt.fields[k].dtype) - nxt.fields[k]).detach() for k in best}
         return State._raw(out, nxt.rho)
 
     return project

@@ -193,3 +193,15 @@ def test_spectrum_projection_keeps_the_trace_over_a_long_single_precision_chain(
         rho = project_spectrum(noisy, rho)
     assert rho.dtype == torch.complex64
     assert abs(torch.diagonal(rho).sum().real.double() - trace0) < 2e-5
+
+
+def test_unreachable_energy_keeps_the_closest_fields_and_never_moves_away():
+    # electrons with more energy than the target: no field configuration reaches E0
+    state = TOY.initial_state("random_start", seed=3, n_traj=2)
+    low = State._raw({k: 0.0 * v for k, v in state.fields.items()}, state.rho)  # fields at rest: E0 low
+    hot = State._raw(state.fields, state.rho)
+    e_min_gap = (TOY.energy(hot) - TOY.energy(low)).abs()
+    out = energy_projection(TOY)(low, hot)
+    assert torch.isfinite(torch.stack([out[k] for k in out.fields])).all()
+    gap = (TOY.energy(out) - TOY.energy(low)).abs()
+    assert (gap <= e_min_gap + 1e-12).all()  # never farther from E0 than the prediction itself
