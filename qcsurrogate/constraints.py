@@ -41,7 +41,7 @@ def energy_projection(system: Any, max_iterations: int = 8, rtol: float = 1e-13)
             e0 = system.energy(state.to(dtype=torch.float64))
         fields = {k: v.detach().to(torch.float64) for k, v in nxt.fields.items()}
         rho = nxt.rho.detach().to(torch.complex128)
-        best, best_gap = dict(fields), None
+        best, best_gap = dict(fields), torch.full_like(e0, torch.inf)
         with torch.enable_grad():
             for _ in range(max_iterations + 1):
                 leaves = {k: v.requires_grad_(True) for k, v in fields.items()}
@@ -50,9 +50,9 @@ def energy_projection(system: Any, max_iterations: int = 8, rtol: float = 1e-13)
                     raise ConstraintError(f"{type(system).__name__}.energy is not differentiable in the classical fields "
                                           "with torch autograd, which conserve_energy needs")
                 gap = (energy - e0).detach().abs()
-                better = gap < best_gap if best_gap is not None else torch.ones_like(gap, dtype=torch.bool)
+                better = gap < best_gap
                 best = {k: torch.where(better[..., None], v.detach(), best[k]) for k, v in leaves.items()}
-                best_gap = torch.where(better, gap, best_gap) if best_gap is not None else gap
+                best_gap = torch.where(better, gap, best_gap)
                 if bool((best_gap <= rtol * (1 + e0.abs())).all()):
                     break
                 grads = torch.autograd.grad(energy.sum(), list(leaves.values()))

@@ -220,7 +220,7 @@ class Run:
             model = load_model(self.layout.model_dir(label), device=self.device)
             # the run config's inference-only settings, which the train stage's identity leaves out
             wanted = self.cfg.model_configs()[label]
-            model.config = model.config.model_copy(update={"conserve_energy": wanted.conserve_energy})
+            model.config = model.config.model_copy(update={k: getattr(wanted, k) for k in wanted.INFERENCE_ONLY})
             out[label] = model.attach_system(self.data.system)
         return out
 

@@ -76,28 +76,30 @@ class SurrogateConfig(BaseModel):
     )
     dtype: Literal["float32", "float64"] = "float32"
 
+    INFERENCE_ONLY: ClassVar[tuple[str, ...]] = ("conserve_energy",)
+    """Options that act at inference only (see `Surrogate.attach_system`): not inputs of training. All
+    default to False and were added after run identities were first recorded."""
+
     def training_identity(self) -> dict[str, Any]:
         """The options that determine the trained weights (the train stage's input): the dump without the
-        inference-only settings (`conserve_energy`, see `Surrogate.attach_system`)."""
+        inference-only settings."""
         data = self.model_dump(mode="json")
-        data.pop("conserve_energy", None)
+        for key in self.INFERENCE_ONLY:
+            data.pop(key, None)
         return data
 
     def inference_options(self) -> dict[str, Any]:
-        """The settings that act at inference only, where they differ from how the model was trained
-        (`{}` for a config without any): changing them redoes evaluation, not training."""
-        out: dict[str, Any] = {}
-        if self.conserve_energy:
-            out["conserve_energy"] = True
-        return out
+        """The inference-only settings that are switched on (`{}` for a config without any): changing them
+        redoes evaluation, not training."""
+        return {key: getattr(self, key) for key in self.INFERENCE_ONLY if getattr(self, key)}
 
     @model_serializer(mode="wrap")
     def _omit_new_defaults(self, handler: Any) -> dict[str, Any]:
-        """Options added after run identities were first recorded are omitted at their defaults, so
-        configs (and the run stages digested from them) that do not use them keep their identity."""
+        """The inference-only options are omitted at their defaults, so configs (and the run stages
+        digested from them) that do not use them keep the identity they had before the options existed."""
         data = handler(self)
-        for key in ("conserve_energy",):
-            if key in data and data[key] is False:
+        for key in self.INFERENCE_ONLY:
+            if data.get(key) is False:
                 del data[key]
         return data
 
