@@ -163,6 +163,14 @@ def _compiled_stepper(
     return stepper
 
 
+def _hand_over(sink: TrajectorySink, saved: list[State]) -> list[State]:
+    """Stack the held snapshots, let go of them before the sink's copies, append; a fresh list."""
+    chunk = State.stack(saved)
+    saved.clear()  # the snapshots now live only in `chunk`: one copy fewer while the sink converts
+    sink.append(chunk)
+    return []
+
+
 def simulate(
     system: System,
     state0: State,
@@ -218,20 +226,18 @@ def simulate(
     try:
         with torch.no_grad():
             if sink is not None and len(saved) >= chunk_size:  # chunk_size == 1: t = 0 is a chunk of its own
-                sink.append(State.stack(saved))
-                saved = []
+                saved = _hand_over(sink, saved)
             for i in range(stride, n_steps + 1, stride):  # each call of `step` advances `stride` steps
                 y = step(y)
                 if i % save_every == 0:
                     saved.append(y)
                     if sink is not None and len(saved) >= chunk_size:
-                        sink.append(State.stack(saved))
-                        saved = []
+                        saved = _hand_over(sink, saved)
                 if bar is not None and (i - bar.n >= 64 or i == n_steps):
                     bar.update(i - bar.n)
             if sink is not None:
                 if saved:
-                    sink.append(State.stack(saved))
+                    _hand_over(sink, saved)
                 return y
             # Stacked under no_grad too, or an input that requires grad would link the whole trajectory to it.
             return State.stack(saved)

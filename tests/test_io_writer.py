@@ -440,3 +440,36 @@ def test_simulate_to_file_defaults(tmp_path, chain):
         simulate_to_file(chain, s0, path, 0.1, 2, overwrite=False)
     with open_trajectory(path) as f:
         assert f.n_time == 1
+
+
+# -- memory held between writes -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("batch", "L", "budget", "expected"),
+    [
+        ((), 4, 1 << 26, 256),  # small states: capped at 256 snapshots a write
+        ((2048,), 8, 64 << 20, 28),  # the paper's ensemble: 2048 x (8*8*16 + 2*8*8) bytes = 2.36 MB a snapshot
+        ((3,), 4, 3 * (16 * 16 + 2 * 4 * 8) * 5, 5),  # exactly five snapshots fit
+        ((3,), 4, 3 * (16 * 16 + 2 * 4 * 8) * 5 - 1, 4),
+        ((3,), 4, 1, 1),  # never less than one
+    ],
+)
+def test_snapshots_per_write_follows_the_budget(batch, L, budget, expected):
+    state = _snap(L=L, n_t=1, batch=batch).index(0)
+    assert W.snapshots_per_write(state, budget) == expected
+
+
+def test_simulate_to_file_writes_large_ensembles_in_budget_sized_chunks(tmp_path, chain, monkeypatch):
+    s0 = chain.initial_state("at_rest")
+    per_snapshot = 16 * 16 + 2 * 4 * 8  # rho 4x4 complex128, fields X and V of 4 float64
+    monkeypatch.setattr(W, "SINK_BUDGET_BYTES", 3 * per_snapshot)
+    sizes: list[int] = []
+    real_append = W.TrajectoryWriter.append
+    monkeypatch.setattr(W.TrajectoryWriter, "append", lambda self, c: (sizes.append(c.rho.shape[0]), real_append(self, c)))
+    path = simulate_to_file(chain, s0, tmp_path / "b.h5", 0.1, 7)
+    assert sizes == [3, 3, 2]  # 8 snapshots (t = 0 included), at most 3 held at once
+    reference = qcsurrogate.simulate(chain, s0, 0.1, 7)
+    with open_trajectory(path) as f:
+        assert f.state(0).allclose(reference, rtol=0, atol=0)
+    sizes.clear()
+    simulate_to_file(chain, s0, tmp_path / "c.h5", 0.1, 7, chunk_size=5)  # an explicit chunk_size wins
+    assert sizes == [5, 3]

@@ -23,6 +23,19 @@ from . import schema as S
 
 DEFAULT_TIME_CHUNK = 64
 CHUNK_TARGET_BYTES = 1 << 20  # keep one chunk of rho near 1 MiB at most
+SINK_BUDGET_BYTES = 64 << 20  # snapshots held in memory before a write, whatever the ensemble size
+MAX_SNAPSHOTS_PER_WRITE = 256
+
+
+def snapshots_per_write(state: State, budget: int | None = None) -> int:
+    """How many float64 snapshots of `state` (all trajectories) fit the in-memory budget of one write.
+
+    A large ensemble (2048 trajectories at L = 8 is 2.4 MB a snapshot) would otherwise hold 256
+    snapshots, about 600 MB, between writes.
+    """
+    budget = SINK_BUDGET_BYTES if budget is None else budget
+    per_snapshot = sum(t.numel() * (16 if t.is_complex() else 8) for t in (state.rho, *state.fields.values()))
+    return int(max(1, min(MAX_SNAPSHOTS_PER_WRITE, budget // max(1, per_snapshot))))
 
 
 def _package_versions() -> dict[str, str]:
@@ -403,7 +416,8 @@ def simulate_to_file(
     `discard_steps` steps are integrated first and not stored (a transient): the file starts at
     t0 = discard_steps * dt and holds `n_steps` steps from there.
 
-    Memory stays flat in `n_steps` (snapshots are written in chunks of `chunk_size`, default 256).
+    Memory stays flat in `n_steps` and bounded in the ensemble size: snapshots are written in chunks
+    of `chunk_size`, by default as many as fit 64 MiB (`snapshots_per_write`, at most 256).
     The ground truth is computed in float64 whatever the storage `precision`. Extra keyword
     arguments go to `simulate` (`solver`, `device`, `compile`, `progress`, `chunk_size`).
     Returns `path`; on any error nothing is left at `path`.
@@ -447,6 +461,7 @@ def simulate_to_file(
         extra_attrs=extra_attrs,
         overwrite=overwrite,
     )
+    simulate_kwargs.setdefault("chunk_size", snapshots_per_write(state0))
     with writer:
         simulate(system, state0, dt, n_steps, save_every, dtype=torch.float64, sink=writer, **simulate_kwargs)
     return writer.path
