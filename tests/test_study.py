@@ -280,3 +280,19 @@ def test_rollout_columns_pick_the_step_or_the_time():
 def test_study_command_is_listed():
     assert main(["study", "--help"]) == 0
     assert "study" in sys.modules["qcsurrogate.cli"].COMMANDS
+
+
+def test_sweep_figure_ticks_the_swept_values_and_drops_panels_of_lone_points(tmp_path, monkeypatch):
+    from qcsurrogate.study import figures as F
+
+    rows = []
+    for predictor, counts in (("model", (13010, 46874, 178346)), ("cnn", (13034, 49862, 179464))):
+        for n, err in zip(counts, (5e-6, 4e-6, 3e-6)):
+            rows.append({"predictor": predictor, "n_parameters": n, "seed": 0, "next": err * (20 if predictor == "cnn" else 1),
+                         "late": 5.9e3 if (predictor, n) == ("model", 178346) else None})
+    captured = {}
+    monkeypatch.setattr(F, "_save", lambda fig, path: captured.setdefault("fig", fig) and path)
+    F.sweep_figure(rows, "n_parameters", ["next", "late"], ["predictor"], tmp_path / "f.png", "t", x_log=True)
+    (ax,) = captured["fig"].axes  # the 'late' panel has a single point and is left out
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["13k", "46.9k", "178k"]  # 49.9k is within 25% of 46.9k
+    assert F._compact(696266) == "696k" and F._compact(2.5e6) == "2.5M" and F._compact(0.02) == "0.02"

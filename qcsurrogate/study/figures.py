@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from matplotlib import ticker
+
 from ..evaluation.figures import RMSE_LABEL, TIME, TIME_UNIT, _save, plt
 from .points import short_labels
 from .table import grouped, numeric, summarize
@@ -25,6 +27,7 @@ AXIS_LABELS = {
     "training.batch_size": "batch size",
     "n_parameters": "trainable parameters",
 }
+MAX_DATA_TICKS = 10
 PREDICTOR_LABELS = {"model": "model", "cnn": "single CNN (no PARC split)", "persistence": "persistence u(t+k) = u(t)"}
 
 
@@ -89,19 +92,41 @@ def _draw(ax, series, style: str = "-o", colors: dict[str, Any] | None = None) -
             ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
 
 
+def _compact(v: float) -> str:
+    """A tick label short enough for a narrow panel: 13010 -> 13k, 696266 -> 696k, 0.02 -> 0.02."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
 def _scales(ax, series, x_log: bool = False) -> None:
     xs = [p[0] for pts in series.values() for p in pts]
     ys = [v for pts in series.values() for p in pts for v in p[1:] if numeric(v)]
     if x_log or _log_worthy(xs):
         ax.set_xscale("log")
+        values: list[float] = []
+        for v in sorted(set(xs)):  # lines at nearly the same x (PARC and the CNN of its size) share a tick
+            if not values or v > 1.25 * values[-1]:
+                values.append(v)
+        if len(values) <= MAX_DATA_TICKS:  # ticks at the swept values: log-axis minor labels overlap
+            ax.xaxis.set_major_locator(ticker.FixedLocator(values))
+            ax.xaxis.set_major_formatter(ticker.FixedFormatter([_compact(v) for v in values]))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     if _log_worthy(ys):
         ax.set_yscale("log")
+
+
+def _is_line(series) -> bool:
+    return any(len(pts) > 1 for pts in series.values())
 
 
 def sweep_figure(rows: list[dict[str, Any]], x: str, metrics: list[str], line_columns: list[str], path: Path,
                  title: str, x_label: str | None = None, x_log: bool = False) -> Path | None:
     """One panel per metric against `x`; one line per predictor (and value of the other axes)."""
     panels = [(m, s) for m in metrics if (s := _series(rows, x, m, line_columns))]
+    if any(_is_line(s) for _, s in panels):  # a panel of lone points (a window most rollouts missed) says nothing
+        panels = [(m, s) for m, s in panels if _is_line(s)]
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.9), squeeze=False, layout="constrained")
