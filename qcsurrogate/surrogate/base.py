@@ -93,13 +93,15 @@ class SurrogateConfig(BaseModel):
         redoes evaluation, not training."""
         return {key: getattr(self, key) for key in self.INFERENCE_ONLY if getattr(self, key)}
 
+    OMIT_AT_DEFAULT: ClassVar[dict[str, Any]] = {"conserve_energy": False}
+    """Options added after run identities were first recorded, with their defaults: omitted from dumps
+    there, so configs (and the run stages digested from them) that do not use them keep their identity."""
+
     @model_serializer(mode="wrap")
     def _omit_new_defaults(self, handler: Any) -> dict[str, Any]:
-        """The inference-only options are omitted at their defaults, so configs (and the run stages
-        digested from them) that do not use them keep the identity they had before the options existed."""
         data = handler(self)
-        for key in self.INFERENCE_ONLY:
-            if data.get(key) is False:
+        for key, default in self.OMIT_AT_DEFAULT.items():
+            if key in data and data[key] == default:
                 del data[key]
         return data
 
@@ -124,11 +126,21 @@ class CNNConfig(SurrogateConfig):
     init: Literal["random", "lstsq"] = Field(
         "random", description="'lstsq': start each linear skip at the least-squares local linear map (needs linear_skip)"
     )
+    autocast: Literal["none", "bf16"] = Field(
+        "none",
+        description="'bf16': the CNNs compute in bfloat16 under torch.autocast (faster on GPUs with bf16 units), "
+        "their outputs and the state stay in float32; the ground truth never does",
+    )
+
+    OMIT_AT_DEFAULT: ClassVar[dict[str, Any]] = {**SurrogateConfig.OMIT_AT_DEFAULT, "autocast": "none"}
 
     @model_validator(mode="after")
     def _init_needs_skip(self) -> CNNConfig:
         if self.init == "lstsq" and not self.linear_skip:
             raise ValueError("init: lstsq fits the linear skip paths; set linear_skip: true")
+        if self.autocast != "none" and self.dtype != "float32":
+            raise ValueError(f"autocast: {self.autocast} needs dtype: float32 (mixed precision lowers float32 "
+                             f"convolutions), got dtype: {self.dtype}")
         return self
 
 

@@ -124,6 +124,14 @@ class _GraphSurrogate(Surrogate):
             self.register_buffer(f"in_mean_im__{_safe(key)}", torch.tensor(m.imag, dtype=torch.float64), persistent=False)
             self.register_buffer(f"in_std__{_safe(key)}", torch.tensor(std, dtype=torch.float64), persistent=False)
 
+    def _net(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One CNN on `x`; with `autocast: bf16` its convolutions run in bfloat16 and the result comes back
+        in `x`'s precision, so increments are added to the state in float32."""
+        if self.config.autocast == "none":
+            return net(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return net(x).to(x.dtype)
+
     def _cnn(self, in_ch: int, out_ch: int, target: str, width: int) -> PARCCNN:
         lifter = self.lifters[target]
         return PARCCNN(
@@ -267,8 +275,8 @@ class PARC(_GraphSurrogate):
         incs: dict[str, torch.Tensor] = {}
         for t, lf in self.lifters.items():
             x = lf.lift(normed)
-            f = self.differentiators[t](x)
-            inc = lf.to_variable(self.integrators[t](self.integrator_input(t, f, x, normed)))
+            f = self._net(self.differentiators[t], x)
+            inc = lf.to_variable(self._net(self.integrators[t], self.integrator_input(t, f, x, normed)))
             aux[f"deriv:{t}"] = lf.to_variable(f)
             aux[f"inc:{t}"] = inc
             incs[t] = inc
@@ -316,7 +324,7 @@ class PlainCNN(_GraphSurrogate):
         normed, batch = self._normed_inputs(state)
         aux, incs = {}, {}
         for t, lf in self.lifters.items():
-            inc = lf.to_variable(self.nets[t](lf.lift(normed)))
+            inc = lf.to_variable(self._net(self.nets[t], lf.lift(normed)))
             aux[f"inc:{t}"] = inc
             incs[t] = inc
         return self._assemble(state, incs, batch), aux
