@@ -83,6 +83,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     distributed.init_from_env(cfg.device)
     run = _stage_run(args)
+    if ranks := distributed.describe():
+        run.log(ranks)
     run.ensure_data()
     run.ensure_split()
     run.ensure_all_trained(args.policy)

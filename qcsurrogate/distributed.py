@@ -36,6 +36,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def describe() -> str:
+    """How this run computes, for the log: '' for one process, else the ranks and the backend."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return ""
+    return f"data-parallel on {dist.get_world_size()} processes ({dist.get_backend()}), this is rank {dist.get_rank()}"
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -274,7 +274,9 @@ def run_pipeline(cfg: RunConfig, output: Path | None = None, policy: Policy = "a
     distributed.init_from_env(cfg.device)
     run = Run(cfg, echo=echo)
     run.write_config()
-    run.log(f"qcsurrogate {__version__}: run '{cfg.name}' in {run.layout.root} ({run.threads} torch threads)")
+    ranks = distributed.describe()
+    run.log(f"qcsurrogate {__version__}: run '{cfg.name}' in {run.layout.root} ({run.threads} torch threads"
+            + (f"; {ranks})" if ranks else ")"))
     run.ensure_data()
     run.ensure_split()
     run.ensure_all_trained(policy)
