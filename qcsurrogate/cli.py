@@ -110,9 +110,12 @@ def _plugins_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plugins(args: argparse.Namespace) -> int:
+    from .registry import ALLOW_ENV, get_registry
+
     info = plugins_info()
+    unavailable = get_registry().unavailable
     if args.json:
-        print(json.dumps({"plugins": info}, indent=2))
+        print(json.dumps({"plugins": info, "unavailable": unavailable}, indent=2))
         return EXIT_OK
     for pname, entry in info.items():
         print(f"{pname} {entry['version'] or '(version unknown)'}")
@@ -129,6 +132,10 @@ def _plugins(args: argparse.Namespace) -> int:
             print(f"  surrogate {gname}" + (f": {g['description']}" if g["description"] else ""))
         for vname, v in entry["views"].items():
             print(f"  view {vname} ({v['kinds']})" + (f": {v['description']}" if v["description"] else ""))
+    for pname, why in unavailable.items():
+        print(f"{pname}: not loaded ({why})")
+    if any("failed" in why for why in unavailable.values()):
+        print(f"(a plugin that fails is left out and the others work; {ALLOW_ENV}=a,b loads only plugins a and b)")
     if not any(e["systems"] for e in info.values()):
         print("no systems installed; install a plugin, e.g. `pip install qcsurrogate[holstein]`")
     return EXIT_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,6 +18,10 @@ from .views import View
 
 KINDS = ("system", "surrogate", "view")
 """What plugins register, each through its hook `register_<kind>s`."""
+
+ALLOW_ENV = "QCSURROGATE_PLUGINS"
+"""Comma-separated entry-point names of the installed plugins that may load (unset or empty: all of them).
+The core's own registrations always load."""
 
 
 class RegistryError(LookupError):
@@ -70,6 +75,22 @@ class Registry:
     surrogates: dict[str, Registered] = field(default_factory=dict)
     views: dict[str, Registered] = field(default_factory=dict)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Installed plugins that did not load, with the reason: not allowed, failed to import, a hook raised."""
+
+    def _drop(self, plugin: str) -> None:
+        """Take back everything `plugin` registered (its hook failed part-way)."""
+        for kind in KINDS:
+            table: dict[str, Registered] = getattr(self, kind + "s")
+            for name in [n for n, r in table.items() if r.plugin == plugin]:
+                del table[name]
+        self.plugins.pop(plugin, None)
+
+    def missing_hint(self) -> str:
+        """For 'unknown name' errors: the plugins that are installed but did not load."""
+        if not self.unavailable:
+            return ""
+        return "; installed plugins that did not load: " + "; ".join(f"{n} ({why})" for n, why in self.unavailable.items())
 
     def _add(self, kind: str, obj: Any, plugin: str) -> Any:
         _check(kind, obj, plugin)
@@ -91,11 +112,38 @@ class Registry:
         return {name: r.obj for name, r in self.views.items()}
 
 
-def _plugin_version(pm: pluggy.PluginManager, plugin: object) -> str | None:
-    for p, dist in pm.list_plugin_distinfo():
-        if p is plugin:
-            return dist.version
-    return None
+def _allowed() -> set[str] | None:
+    raw = os.environ.get(ALLOW_ENV, "").strip()
+    return {n.strip() for n in raw.split(",") if n.strip()} if raw else None
+
+
+def _load_entry_points(pm: pluggy.PluginManager, reg: Registry) -> dict[str, str | None]:
+    """Import and register the installed plugins one by one: a plugin that is not allowed, does not import
+    or does not fit the hook specifications is set aside in `reg.unavailable` and the others load. Loading
+    runs only the code of installed distributions, named by their entry points; nothing in a data file
+    names code to import. Returns each loaded plugin's version."""
+    allowed = _allowed()
+    versions: dict[str, str | None] = {}
+    for ep in md.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+        if ep.name in versions or ep.name in reg.unavailable or pm.get_plugin(ep.name) is not None:
+            continue  # the same distribution seen twice on the path
+        if allowed is not None and ep.name not in allowed:
+            reg.unavailable[ep.name] = f"not listed in {ALLOW_ENV}"
+            continue
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as err:  # noqa: BLE001 - any failure of third-party code is reported, not raised
+            reg.unavailable[ep.name] = f"failed to load {ep.value}: {type(err).__name__}: {err}"
+            continue
+        unknown = sorted(c.name for c in pm.get_hookcallers(plugin) or [] if not c.has_spec())
+        if unknown:  # a misspelt hook would otherwise register nothing, silently
+            pm.unregister(plugin)
+            hooks = ", ".join(f"register_{k}s" for k in KINDS)
+            reg.unavailable[ep.name] = f"implements unknown hook(s) {', '.join(unknown)} (the hooks are {hooks})"
+            continue
+        versions[ep.name] = ep.dist.version if ep.dist is not None else None
+    return versions
 
 
 def _build(extra_plugins: list[tuple[str, object]]) -> Registry:
@@ -103,18 +151,29 @@ def _build(extra_plugins: list[tuple[str, object]]) -> Registry:
     pm.add_hookspecs(hookspecs)
     from . import builtin_plugin
 
+    reg = Registry()
     pm.register(builtin_plugin, name="qcsurrogate")
-    pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+    versions = _load_entry_points(pm, reg)
     for name, obj in extra_plugins:
         pm.register(obj, name=name)
-    reg = Registry()
+    extras = {name for name, _ in extra_plugins}
     for name, plugin in pm.list_name_plugin():
-        version = md.version("qcsurrogate") if name == "qcsurrogate" and _installed("qcsurrogate") else _plugin_version(pm, plugin)
+        version = md.version("qcsurrogate") if name == "qcsurrogate" and _installed("qcsurrogate") else versions.get(name)
         reg.plugins[name] = {"version": version, **{kind + "s": [] for kind in KINDS}}
-    # Call each implementation on its own so every registration is attributed to its plugin.
+    # Call each implementation on its own so every registration is attributed to its plugin. An installed
+    # plugin whose hook raises is taken back whole and reported; an in-process one (register_plugin) raises.
     for kind in KINDS:
         for impl in getattr(pm.hook, f"register_{kind}s").get_hookimpls():
-            impl.function(register=lambda obj, _p=impl.plugin_name, _k=kind: reg._add(_k, obj, _p))
+            name = impl.plugin_name
+            if name in reg.unavailable:
+                continue
+            try:
+                impl.function(register=lambda obj, _p=name, _k=kind: reg._add(_k, obj, _p))
+            except Exception as err:
+                if name in extras or name == "qcsurrogate":
+                    raise
+                reg._drop(name)
+                reg.unavailable[name] = f"its register_{kind}s hook failed: {type(err).__name__}: {err}"
     return reg
 
 
@@ -203,7 +262,7 @@ def get_system_class(name: str) -> type[System]:
     reg = get_registry()
     if name not in reg.systems:
         installed = ", ".join(sorted(reg.systems)) or "none (install a plugin, e.g. `pip install qcsurrogate[holstein]`)"
-        raise RegistryError(f"unknown system '{name}'; installed systems: {installed}")
+        raise RegistryError(f"unknown system '{name}'; installed systems: {installed}{reg.missing_hint()}")
     return reg.systems[name].obj  # type: ignore[return-value]
 
 
@@ -215,5 +274,6 @@ def load_system(name: str, **params: Any) -> System:
 def get_surrogate_class(name: str) -> type:
     reg = get_registry()
     if name not in reg.surrogates:
-        raise RegistryError(f"unknown surrogate '{name}'; installed surrogates: {', '.join(sorted(reg.surrogates))}")
+        raise RegistryError(f"unknown surrogate '{name}'; installed surrogates: {', '.join(sorted(reg.surrogates))}"
+                            f"{reg.missing_hint()}")
     return reg.surrogates[name].obj

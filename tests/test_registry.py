@@ -355,3 +355,98 @@ def test_system_scenarios_and_initial_state(toy):
     assert issubclass(ScenarioArgumentError, ConfigError)
     assert toy.boundary == "periodic" and ToySystem(boundary="open").boundary == "open"
     assert ScalarLinear().boundary == "periodic"  # no boundary parameter: the default
+
+
+# -- plugins that fail, the allow-list, and what files may not do -------------------------------------
+def _install(tmp_path, monkeypatch, name: str, source: str) -> None:
+    """Install module `name` with an entry point of the same name (removed by monkeypatch's undo)."""
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    info = tmp_path / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[qcsurrogate]\n{name} = {name}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+@pytest.fixture
+def broken_plugins(tmp_path, monkeypatch):
+    """Three installed plugins that fail differently, beside fakeplug, which works."""
+    _install(tmp_path, monkeypatch, "brokenimport", "import not_a_module_anywhere\n")
+    _install(tmp_path, monkeypatch, "brokenhook", '''
+        from qcsurrogate import hookimpl
+        from qcsurrogate.graph import View
+
+        @hookimpl
+        def register_views(register):
+            register(View("brokenhook_view", "site", "site", lambda x: x, "registered before the failure"))
+
+        @hookimpl
+        def register_systems(register):
+            raise ValueError("the plugin's own bug")
+        ''')
+    _install(tmp_path, monkeypatch, "badhookname", '''
+        from qcsurrogate import hookimpl
+
+        @hookimpl
+        def register_sistems(register):  # a typo: pluggy refuses an implementation of an unknown hook
+            pass
+        ''')
+    (tmp_path / "fakeplug.py").write_text(FAKEPLUG)
+    info = tmp_path / "fakeplug-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[qcsurrogate]\nfakeplug = fakeplug\n")
+    yield
+    monkeypatch.undo()
+    for name in ("brokenimport", "brokenhook", "badhookname", "fakeplug"):
+        sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    get_registry(reload=True)
+
+
+def test_a_broken_plugin_is_reported_by_name_and_the_others_load(broken_plugins, capsys):
+    reg = get_registry(reload=True)
+    assert "fakeplug-chain" in reg.systems and "fakeplug" in reg.plugins
+    assert set(reg.unavailable) == {"brokenimport", "brokenhook", "badhookname"}
+    assert reg.unavailable["brokenimport"].startswith("failed to load brokenimport: ModuleNotFoundError")
+    assert reg.unavailable["brokenhook"] == "its register_systems hook failed: ValueError: the plugin's own bug"
+    assert reg.unavailable["badhookname"].startswith("implements unknown hook(s) register_sistems (the hooks are")
+    assert "brokenhook_view" not in reg.views and "brokenhook" not in reg.plugins  # taken back whole
+    with pytest.raises(RegistryError, match=r"unknown system 'ssh'; .*did not load: .*brokenhook \(its register"):
+        get_system_class("ssh")
+    assert qcsurrogate.cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "brokenimport: not loaded (failed to load brokenimport: ModuleNotFoundError" in out
+    assert "fakeplug 0.3" in out
+
+
+def test_the_allow_list_loads_only_the_plugins_it_names(broken_plugins, monkeypatch):
+    monkeypatch.setenv(registry.ALLOW_ENV, "fakeplug, holstein")
+    reg = get_registry(reload=True)
+    assert "fakeplug-chain" in reg.systems and "brokenimport" not in sys.modules
+    assert reg.unavailable["brokenimport"] == f"not listed in {registry.ALLOW_ENV}"
+    monkeypatch.setenv(registry.ALLOW_ENV, "holstein")
+    reg = get_registry(reload=True)
+    assert "fakeplug-chain" not in reg.systems and "qcsurrogate" in reg.plugins  # the core always loads
+    assert reg.unavailable["fakeplug"] == f"not listed in {registry.ALLOW_ENV}"
+
+
+def test_a_data_file_cannot_make_the_reader_import_code(tmp_path, monkeypatch, toy):
+    """A trajectory file names its system and plugin; reading it looks the name up among loaded plugins
+    and never imports a module the file names."""
+    import h5py
+
+    from qcsurrogate.io import open_trajectory, simulate_to_file
+
+    _install(tmp_path, monkeypatch, "evilmod", "import builtins\nbuiltins.EVIL_IMPORTED = True\n")
+    (tmp_path / "evilmod-1.0.dist-info" / "entry_points.txt").unlink()  # on the path, but not a plugin
+    path = simulate_to_file(toy, toy.initial_state("at_rest"), tmp_path / "t.h5", 0.1, 2)
+    with h5py.File(path, "r+") as f:
+        f.attrs["system"] = "evilmod"
+        f.attrs["plugin"] = "evilmod"
+    with open_trajectory(path) as tr, pytest.raises(RegistryError, match="unknown system 'evilmod'"):
+        tr.system()
+    import builtins
+
+    assert "evilmod" not in sys.modules and not hasattr(builtins, "EVIL_IMPORTED")
