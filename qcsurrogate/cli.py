@@ -38,11 +38,12 @@ class Command:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from .artifacts import ArtifactError
     from .io import TrajectoryFormatError
     from .registry import RegistryError
     from .system import ConfigError
 
-    return (ConfigError, TrajectoryFormatError, RegistryError, FileNotFoundError, FileExistsError,
+    return (ConfigError, TrajectoryFormatError, ArtifactError, RegistryError, FileNotFoundError, FileExistsError,
             IsADirectoryError, PermissionError)
 
 

@@ -1,4 +1,4 @@
-"""save_model's files (nested directories, version stamps in both files), latest_checkpoint's refusal of a
+"""save_model's files (nested directories, version stamps in both files), latest_checkpoint's error for a
 pointer to an incomplete checkpoint, save_checkpoint's default of keeping two, and the frozen batch order."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from qcsurrogate import __version__, simulate
+from qcsurrogate.artifacts import ArtifactError
 from qcsurrogate.surrogate import PARCConfig, build_surrogate
 from qcsurrogate.surrogate.normalization import Normalization
 from qcsurrogate.training import WindowSampler
@@ -41,11 +42,13 @@ def test_save_model_creates_nested_directories_and_stamps_the_version(system, tm
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
-def test_latest_ignores_a_pointer_to_a_checkpoint_without_meta(system, tmp_path):
-    assert latest_checkpoint(tmp_path) is None  # no pointer at all
+def test_a_pointer_to_a_checkpoint_without_meta_is_an_error_not_a_fresh_start(system, tmp_path):
+    assert latest_checkpoint(tmp_path) is None  # no pointer at all: nothing to resume
     (tmp_path / "step-00000007").mkdir()
     (tmp_path / LATEST).write_text(json.dumps({"step": 7, "path": "step-00000007"}))
-    assert latest_checkpoint(tmp_path) is None
+    with pytest.raises(ArtifactError, match=r"latest.json: names checkpoint step-00000007, which is not there "
+                                            r"\(complete checkpoints: none\)"):
+        latest_checkpoint(tmp_path)
     (tmp_path / "step-00000007" / "meta.json").write_text("{}")
     assert latest_checkpoint(tmp_path) == tmp_path / "step-00000007"
 

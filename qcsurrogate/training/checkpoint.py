@@ -8,18 +8,18 @@ that `--resume` could pick up.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .. import __version__
-from ..atomic import atomic_write_json
-from ..registry import get_surrogate_class
+from ..artifacts import ArtifactError, CheckpointMeta, LatestPointer, ModelSpec, read_json, read_safetensors
+from ..atomic import atomic_path, atomic_write_json
+from ..registry import RegistryError, get_surrogate_class
 from ..surrogate.base import Surrogate
 
 LATEST = "latest.json"
@@ -53,7 +53,8 @@ def save_model(model: Surrogate, directory: Path, extra: dict[str, Any] | None =
     """Weights (`model.safetensors`) and the JSON spec that rebuilds the model (`model.json`)."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"qcsurrogate": __version__})
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"qcsurrogate": __version__})
     atomic_write_json(directory / "model.json", {**model.spec(), "qcsurrogate_version": __version__, **(extra or {})})
 
 
@@ -68,14 +69,24 @@ def load_model(
     `compile=True` makes the model's `rollout` use its compiled inference step by default
     (`Surrogate.inference_step`): equal to the eager rollout to round-off, not bit for bit."""
     directory = Path(directory)
-    spec = json.loads((directory / "model.json").read_text())
-    cls = get_surrogate_class(spec["surrogate"])
-    model = cls.from_spec(spec)
-    model.load_state_dict(load_file(str(directory / "model.safetensors"), device="cpu"))
+    if not directory.is_dir():
+        raise ArtifactError(directory, "is not a model directory (it should hold model.json and model.safetensors)")
+    model = model_from_spec(directory / "model.json")
+    model.load_state_dict(read_safetensors(directory / "model.safetensors", model.state_dict(), "the weights model.json describes"))
     model.rollout_compile = compile
     if system is not None:
         model.attach_system(system)
     return model.to(device).eval()
+
+
+def model_from_spec(path: Path) -> Surrogate:
+    """The (untrained) surrogate a `model.json` describes; a file that cannot describe one is an ArtifactError."""
+    spec = read_json(path, ModelSpec)
+    try:
+        cls = get_surrogate_class(spec.surrogate)
+        return cls.from_spec(spec.model_dump())
+    except (KeyError, TypeError, ValueError, RegistryError) as err:  # pydantic's ValidationError is a ValueError
+        raise ArtifactError(path, f"does not describe a '{spec.surrogate}' model: {err}") from None
 
 
 def save_checkpoint(
@@ -114,11 +125,17 @@ def save_checkpoint(
 
 
 def latest_checkpoint(root: Path) -> Path | None:
+    """The checkpoint `latest.json` names (None when there is no `latest.json`). A pointer that is damaged
+    or names a checkpoint that is not there is an ArtifactError: resuming must never quietly start over."""
     pointer = root / LATEST
     if not pointer.exists():
         return None
-    path = root / json.loads(pointer.read_text())["path"]
-    return path if (path / "meta.json").exists() else None
+    latest = read_json(pointer, LatestPointer)
+    path = root / latest.path
+    if not (path / "meta.json").is_file():
+        raise ArtifactError(pointer, f"names checkpoint {latest.path}, which is not there (complete checkpoints: "
+                                     f"{', '.join(sorted(p.name for p in root.glob('step-*') if (p / 'meta.json').is_file())) or 'none'})")
+    return path
 
 
 def load_checkpoint(path: Path, model: Surrogate, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -130,10 +147,24 @@ def load_checkpoint(path: Path, model: Surrogate, optimizer: torch.optim.Optimiz
     The process's RNG is neither saved nor restored: `Trainer.train_step` reseeds torch from
     `(seed, step)` before any draw, so a saved RNG state could never reach training. Checkpoints
     written by earlier versions carry one (`rng.torch`); it is ignored.
+
+    Every file is checked before anything is changed: a damaged checkpoint leaves `model` and
+    `optimizer` as they were and raises ArtifactError naming the file.
     """
-    meta = json.loads((path / "meta.json").read_text())
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
-    tensors = load_file(str(path / "optimizer.safetensors"), device="cpu")
+    meta = read_json(path / "meta.json", CheckpointMeta)
+    weights = read_safetensors(path / "model.safetensors", model.state_dict(), "the weights of this model")
+    tensors = read_safetensors(path / "optimizer.safetensors")
     tensors.pop(_LEGACY_RNG, None)
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    return meta
+    try:
+        state = _unflatten_optimizer(tensors, meta.optimizer.model_dump())
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for pid, entries in state["state"].items():
+            for name, value in entries.items():  # moments have their parameter's shape; torch would notice late
+                if isinstance(value, torch.Tensor) and value.ndim and value.shape != params[pid].shape:
+                    raise ValueError(f"state {pid}.{name} has shape {tuple(value.shape)}, its parameter "
+                                     f"{tuple(params[pid].shape)}")
+        optimizer.load_state_dict(state)  # checks the groups before it sets anything
+    except (KeyError, ValueError, IndexError, TypeError) as err:
+        raise ArtifactError(path / "optimizer.safetensors", f"does not fit this model's optimizer: {err}") from None
+    model.load_state_dict(weights)  # names and shapes were checked above
+    return meta.model_dump()
