@@ -86,7 +86,7 @@ def check_file(config: dict, path: Path, check_step: int) -> dict:
         later = tr.state(last, check_step // sim.save_every)
         final_t = float(tr.times[-1])
     exact = simulate(system, lone, sim.dt, check_step, check_step).index(-1)
-    diff = lambda a, b: max(float((a.rho - b.rho).abs().max()),  # noqa: E731
+    diff = lambda a, b: max(float((a.rho - b.rho).abs().max()),
                             *(float((a[f] - b[f]).abs().max()) for f in system.field_names))
     return {"trajectory": last, "t0_max_abs_diff": diff(first, lone),
             "check_step": check_step, "check_max_abs_diff": diff(later, exact), "final_t": final_t}

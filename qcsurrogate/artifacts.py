@@ -132,10 +132,10 @@ def safetensors_header(path: Path) -> dict[str, Any]:
         raise ArtifactError(path, "is missing") from None
     try:
         header = json.loads(header_bytes.decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
     except (UnicodeDecodeError, ValueError) as err:
         raise ArtifactError(path, f"has a damaged safetensors header ({err})") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(path, "has a damaged safetensors header (it is not a JSON object)")
     data_size = size - 8 - n
     for name, info in header.items():
         if name == "__metadata__":
