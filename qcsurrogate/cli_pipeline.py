@@ -80,7 +80,10 @@ def _run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from . import distributed
 
+    from .pipeline.preflight import preflight
+
     cfg = _config(args)
+    preflight(cfg)
     distributed.init_from_env(cfg.device)
     run = _stage_run(args)
     if ranks := distributed.describe():

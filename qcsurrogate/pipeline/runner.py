@@ -25,6 +25,7 @@ from ..system import ConfigError
 from ..training.checkpoint import latest_checkpoint, load_model
 from ..training.data import Split, fit_normalization, split_trajectories
 from . import stages
+from .preflight import preflight
 from .config import RunConfig
 from .layout import PRIMARY, RunLayout, RunLog
 from .ledger import Ledger, changed_inputs
@@ -271,6 +272,7 @@ def run_pipeline(cfg: RunConfig, output: Path | None = None, policy: Policy = "a
     """Bring every stage of `cfg` up to date: data, split, normalisation, training, evaluation, figures."""
     if output is not None:
         cfg = cfg.model_copy(update={"output_dir": Path(output)})
+    preflight(cfg)
     distributed.init_from_env(cfg.device)
     run = Run(cfg, echo=echo)
     run.write_config()
