@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from qcsurrogate.io import open_trajectory, simulate_to_file
 from qcsurrogate.state import State
-from qcsurrogate.system import ConfigError
 from qcsurrogate.surrogate import PARCConfig, build_surrogate
+from qcsurrogate.system import ConfigError
 from qcsurrogate.training import TrainConfig, Trainer, WindowSampler
 from qcsurrogate.training.data import fit_normalization
 from qcsurrogate.training.source import (
@@ -262,9 +262,9 @@ def test_open_source_follows_the_override_and_logs_the_choice(h5file, monkeypatc
 
 @pytest.mark.usefixtures("toy_registered")
 def test_the_loading_field_is_validated(tmp_path):
-    from qcsurrogate.pipeline import load_run_config
-
     from test_pipeline import TINY
+
+    from qcsurrogate.pipeline import load_run_config
 
     cfg = dict(json.loads(json.dumps(TINY)), output_dir=str(tmp_path / "run"))
     path = tmp_path / "c.yaml"
@@ -279,11 +279,11 @@ def test_the_loading_field_is_validated(tmp_path):
 
 @pytest.mark.usefixtures("toy_registered")
 def test_loading_is_no_stage_input_so_old_configs_keep_their_identity(tmp_path):
-    from qcsurrogate.pipeline import Plan, load_run_config
-    from qcsurrogate.pipeline.ledger import Ledger
-    from qcsurrogate.pipeline.layout import RunLayout
-
     from test_pipeline import TINY
+
+    from qcsurrogate.pipeline import Plan, load_run_config
+    from qcsurrogate.pipeline.layout import RunLayout
+    from qcsurrogate.pipeline.ledger import Ledger
 
     plans = []
     for loading in (None, "auto", "memory", "lazy"):
@@ -301,9 +301,9 @@ def test_loading_is_no_stage_input_so_old_configs_keep_their_identity(tmp_path):
 # -- the pipeline ------------------------------------------------------------------------------------------------
 @pytest.mark.usefixtures("toy_registered")
 def test_a_lazy_run_gives_the_in_memory_run_and_closes_its_file(tmp_path, capsys):
-    from qcsurrogate.cli import main
-
     from test_pipeline import TINY
+
+    from qcsurrogate.cli import main
 
     outs = {}
     for loading in ("memory", "lazy"):

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
 import torch
@@ -121,7 +121,7 @@ class TrajectorySource(ABC):
     def close(self) -> None:
         """Release the file and the reader thread (a no-op in memory)."""
 
-    def __enter__(self) -> TrajectorySource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
