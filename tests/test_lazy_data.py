@@ -131,6 +131,19 @@ def test_windows_and_whole_trajectories_are_the_same(any_file):
         _same(lazy.trajectories(range(N_TRAJ)), mem.data)
 
 
+def test_evaluation_windows_read_by_trajectory_batches_equal_the_loaded_truth(h5file):
+    from qcsurrogate.pipeline.stages import read_windows, truth_windows
+
+    mem = _memory(h5file)
+    test, starts = [4, 1, 2], [0, 7, 30]
+    want = truth_windows(mem.data.index(test), starts, 9)
+    with LazySource(h5file) as lazy:
+        for source in (mem, lazy):
+            for per_read in (1, 2, 64):
+                _same(read_windows(source, test, starts, 0, 10, per_read=per_read), want)
+            _same(read_windows(source, test, starts, 4, 3, per_read=2), want.index(slice(4, 7)))
+
+
 def test_fit_normalization_is_the_same(h5file):
     sys.path.insert(0, str(HERE))
     from toy_system import ToySystem

@@ -190,7 +190,6 @@ class LazySource(TrajectorySource):
                 raise ValueError(f"block must be >= 1 snapshot, got {block}")
             self.block = int(block)
             self.cache_bytes = int(cache_bytes)
-            self._rdt = torch.float32 if tr.precision == "float32" else torch.float64
         except BaseException:
             tr.close()
             raise
