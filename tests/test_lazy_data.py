@@ -204,12 +204,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_to(path: str, out: Path, lazy: bool, rank: int) -> None:
+def _train_to(path: str, out: Path, lazy: bool, rank: int, interrupt: int | None = None) -> None:
+    """Train (interrupted after `interrupt` steps and resumed from the checkpoint, when given); save the weights."""
     torch.set_num_threads(1)
     source = LazySource(path) if lazy else _memory(Path(path))
     try:
         trainer = _trainer(source, out / "run", stochastic=False)
-        trainer.fit()
+        if interrupt is not None:
+            trainer.fit(stop_after=interrupt)
+            if torch.distributed.is_initialized():
+                torch.distributed.barrier()  # rank 0 has written the checkpoint every rank resumes from
+            trainer = _trainer(source, out / "run", stochastic=False)
+            assert trainer.fit(resume=True)["steps_run"] == trainer.cfg.steps - interrupt
+        else:
+            trainer.fit()
     finally:
         source.close()
     save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, str(out / f"weights-{rank}.safetensors"))
@@ -219,12 +227,13 @@ def _worker(rank: int, world: int, port: int, path: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        _train_to(path, Path(out), lazy=True, rank=rank)
+        _train_to(path, Path(out), lazy=True, rank=rank, interrupt=3)
     finally:
         torch.distributed.destroy_process_group()
 
 
-def test_two_rank_lazy_training_equals_the_single_process_result(h5file, tmp_path):
+def test_two_rank_lazy_training_resumed_equals_the_uninterrupted_single_process_result(h5file, tmp_path):
+    """Each rank reads its shard lazily; interrupted after step 3 and resumed from rank 0's checkpoint."""
     single = tmp_path / "single"
     single.mkdir()
     _train_to(str(h5file), single, lazy=False, rank=0)
