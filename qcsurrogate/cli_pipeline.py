@@ -85,12 +85,12 @@ def _train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     preflight(cfg)
     distributed.init_from_env(cfg.device)
-    run = _stage_run(args)
-    if ranks := distributed.describe():
-        run.log(ranks)
-    run.ensure_data()
-    run.ensure_split()
-    run.ensure_all_trained(args.policy)
+    with _stage_run(args) as run:
+        if ranks := distributed.describe():
+            run.log(ranks)
+        run.ensure_data()
+        run.ensure_split()
+        run.ensure_all_trained(args.policy)
     return 0
 
 
@@ -102,22 +102,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.data is None:
         if args.horizon is not None or args.starts is not None:
             raise ConfigError("--horizon and --starts go with --data; the run's own evaluation follows its config")
-        _stage_run(args).ensure_evaluated(force=args.force)
+        with _stage_run(args) as run:
+            run.ensure_evaluated(force=args.force)
         return 0
     from .pipeline.external import evaluate_file
 
-    run = _stage_run(args)
-    update = {k: v for k, v in (("horizon", args.horizon), ("starts", args.starts)) if v is not None}
-    try:
-        ev = run.cfg.evaluation.model_validate({**run.cfg.evaluation.model_dump(), **update}) if update else None
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, "--horizon/--starts")) from None
-    evaluate_file(run, args.data, force=args.force, evaluation=ev)
+    with _stage_run(args) as run:
+        update = {k: v for k, v in (("horizon", args.horizon), ("starts", args.starts)) if v is not None}
+        try:
+            ev = run.cfg.evaluation.model_validate({**run.cfg.evaluation.model_dump(), **update}) if update else None
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, "--horizon/--starts")) from None
+        evaluate_file(run, args.data, force=args.force, evaluation=ev)
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    _stage_run(args).ensure_plotted(force=args.force)
+    with _stage_run(args) as run:
+        run.ensure_plotted(force=args.force)
     return 0
 
 

@@ -73,6 +73,7 @@ CHANGES = [
     ("training.log_every", 1, set()),  # how a run is watched never invalidates what it made
     ("training.threads", 1, set()),
     ("description", "same run, new words", set()),
+    ("loading", "lazy", set()),  # how the data is read never changes what is made from it
 ]
 
 

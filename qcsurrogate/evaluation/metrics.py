@@ -63,15 +63,20 @@ def rollout_rmse(
     starts = [s for s in starts if s + horizon < trajectories.rho.shape[1]]
     if not starts:
         raise ValueError(f"no start time leaves room for a {horizon}-step rollout")
-    t0 = torch.tensor(starts)
-    n_traj = trajectories.rho.shape[0]
-    state0 = trajectories.map(lambda x: x[:, t0].reshape(n_traj * len(starts), *x.shape[2:]))
-    pred = predictor(state0, horizon)
+    idx = torch.tensor(starts)[None, :] + torch.arange(horizon + 1)[:, None]  # (time, starts)
+    truth = trajectories.map(lambda x: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(horizon + 1, -1, *x.shape[2:]))
+    return rollout_rmse_from_truth(predictor, truth, record)
+
+
+def rollout_rmse_from_truth(predictor: Predictor, truth: State, record: Sequence[int]) -> tuple[dict[str, Any], State]:
+    """`rollout_rmse` against truth windows `(horizon + 1, n_samples, ...)` (each sample's rollout starts
+    at its truth's first snapshot), so a caller can read just the windows instead of whole trajectories."""
+    horizon = truth.rho.shape[0] - 1
+    pred = predictor(truth.index(0), horizon)
     curve: dict[str, Any] = {"steps": list(record)}
     per_step: dict[str, list[float]] = {}
-    for j, k in enumerate(record):
-        true_k = trajectories.map(lambda x: x[:, t0 + k].reshape(n_traj * len(starts), *x.shape[2:]))
-        per_sample = rmse_per_sample(pred.index(k).to(dtype=torch.float64), true_k)
+    for k in record:
+        per_sample = rmse_per_sample(pred.index(k).to(dtype=torch.float64), truth.index(k))
         summary = summarize_rmse(per_sample)
         finite = torch.stack([torch.isfinite(v) for v in per_sample.values()]).all(0)
         summary["diverged_fraction"] = float(1 - finite.double().mean())  # non-finite predictions

@@ -9,6 +9,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, field_validator, mode
 
 from ..config import DataConfig, StrictModel, load_yaml
 from ..surrogate.base import ModelConfig, PARCConfig, SurrogateConfig, config_for
+from ..training.source import Loading
 from ..training.trainer import TrainConfig
 
 
@@ -123,6 +124,12 @@ class RunConfig(StrictModel):
     )
     training: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    loading: Loading = Field(
+        "auto",
+        description="how training and evaluation read the trajectory file: 'memory' (load it whole), 'lazy' "
+        "(read windows on demand, for files larger than memory) or 'auto' (in memory when it takes at most a "
+        "quarter of the available memory). Results are identical either way, so it is no stage's input",
+    )
 
     @field_validator("baselines")
     @classmethod

@@ -109,7 +109,14 @@ def evaluate_file(run: Run, path: Path, force: bool = False, evaluation: EvalCon
         warnings.warn(note, stacklevel=2)
         run.log(f"warning: {note}")
 
-    data = stages.Dataset(path)
+    with stages.Dataset(path, loading=run.cfg.loading, log=run.log) as data:
+        return _evaluate_data(run, data, path, models, ev, facts, run_facts, run_data, sha, notes, inputs, out_dir,
+                              metrics_path)
+
+
+def _evaluate_data(run: Run, data: stages.Dataset, path: Path, models: dict, ev: EvalConfig, facts: dict,
+                   run_facts: dict, run_data: Path, sha: str, notes: list[str], inputs: dict[str, str],
+                   out_dir: Path, metrics_path: Path) -> dict[str, Any]:
     for model in models.values():  # constraints (conserve_energy) use this file's System: its L, its parameters
         model.attach_system(data.system)
     run.log(f"evaluating {', '.join(models)} on {data.n_traj} trajectories x {data.n_time} snapshots of {path} "

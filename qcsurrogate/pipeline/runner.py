@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import torch
 import yaml
@@ -98,10 +98,22 @@ class Run:
     @property
     def data(self) -> stages.Dataset:
         if self._data is None:
-            self._data = stages.Dataset(self.require_data())
+            self._data = stages.Dataset(self.require_data(), loading=self.cfg.loading, log=self.log)
             d = self._data
-            self.log(f"loaded {d.n_traj} trajectories x {d.n_time} snapshots from {d.path}")
+            self.log(f"opened {d.n_traj} trajectories x {d.n_time} snapshots from {d.path}")
         return self._data
+
+    def close(self) -> None:
+        """Release the data file (a lazy source's handle and reader thread); the run can reopen it."""
+        if self._data is not None:
+            self._data.close()
+            self._data = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def require_data(self) -> Path:
         """The current ground-truth file of this run; an error saying what to run when it is not current."""
@@ -274,17 +286,17 @@ def run_pipeline(cfg: RunConfig, output: Path | None = None, policy: Policy = "a
         cfg = cfg.model_copy(update={"output_dir": Path(output)})
     preflight(cfg)
     distributed.init_from_env(cfg.device)
-    run = Run(cfg, echo=echo)
-    run.write_config()
-    ranks = distributed.describe()
-    run.log(f"qcsurrogate {__version__}: run '{cfg.name}' in {run.layout.root} ({run.threads} torch threads"
-            + (f"; {ranks})" if ranks else ")"))
-    run.ensure_data()
-    run.ensure_split()
-    run.ensure_all_trained(policy)
-    if not run.main:
-        return {}
-    results = run.ensure_evaluated()
-    if run.plan.status("plot").state != "current":
-        run.ensure_plotted()
-    return results
+    with Run(cfg, echo=echo) as run:
+        run.write_config()
+        ranks = distributed.describe()
+        run.log(f"qcsurrogate {__version__}: run '{cfg.name}' in {run.layout.root} ({run.threads} torch threads"
+                + (f"; {ranks})" if ranks else ")"))
+        run.ensure_data()
+        run.ensure_split()
+        run.ensure_all_trained(policy)
+        if not run.main:
+            return {}
+        results = run.ensure_evaluated()
+        if run.plan.status("plot").state != "current":
+            run.ensure_plotted()
+        return results

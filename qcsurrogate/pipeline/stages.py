@@ -8,17 +8,17 @@ split and the relevant config section, and returns (or writes to the path it is 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 
 from .. import __version__
 from ..config import DataConfig
 from ..evaluation import figures
-from ..evaluation.climate import climate_statistics, observe_chunks, rollout_chunks, window_chunks
-from ..evaluation.metrics import next_step_rmse, persistence, physics_diagnostics, rollout_rmse
+from ..evaluation.climate import climate_statistics, observe_chunks, rollout_chunks
+from ..evaluation.metrics import next_step_rmse, persistence, physics_diagnostics, rollout_rmse_from_truth
 from ..evaluation.predictability import predictability, steps_below
 from ..io import open_trajectory, simulate_to_file
 from ..state import State
@@ -26,6 +26,7 @@ from ..surrogate.base import Surrogate, SurrogateConfig, build_surrogate
 from ..surrogate.normalization import Normalization
 from ..system import System
 from ..training.data import Split, WindowSampler, fit_normalization
+from ..training.source import Loading, TrajectorySource, open_source
 from ..training.trainer import TrainConfig, Trainer, TrainingFiles
 from .config import EvalConfig
 
@@ -33,30 +34,48 @@ Log = Callable[[str], None]
 
 
 class Dataset:
-    """A trajectory file loaded once: the trajectories, the System that made them and the model step.
+    """A trajectory file opened once: its trajectories (a `TrajectorySource`, in memory or read lazily),
+    the System that made them and the model step.
 
-    `dt` is the model step (time between snapshots); `integration_dt`, `save_every` and `solver` say how
-    the exact solver made them (`dt = integration_dt * save_every`), `t0` is the time of snapshot 0.
+    `loading` ('auto', 'memory', 'lazy') picks the source; the choice and its reason go to `log`. `dt` is
+    the model step (time between snapshots); `integration_dt`, `save_every` and `solver` say how the exact
+    solver made them (`dt = integration_dt * save_every`), `t0` is the time of snapshot 0. Close it (or use
+    it as a context manager) to release a lazy source's file and reader thread.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, loading: Loading = "auto", log: Log | None = None) -> None:
         self.path = Path(path)
         with open_trajectory(self.path) as tr:
-            self.trajectories: State = tr.load()
             self.system: System = tr.system()
             self.dt: float = tr.dt * tr.save_every
             self.integration_dt: float = tr.dt
             self.save_every: int = tr.save_every
             self.solver: str = tr.attrs.get("solver") or "rk4"
             self.t0: float = float(tr.attrs.get("t0", 0.0) or 0.0)
+        self.source: TrajectorySource = open_source(self.path, loading, log)
+
+    @property
+    def trajectories(self) -> State:
+        """Every trajectory as one State `(n_traj, n_time, ...)`: the whole file in memory, even from a lazy
+        source (for scripts; the stages read through `source`)."""
+        return self.source.trajectories(range(self.n_traj))
 
     @property
     def n_traj(self) -> int:
-        return self.trajectories.rho.shape[0]
+        return self.source.n_traj
 
     @property
     def n_time(self) -> int:
-        return self.trajectories.rho.shape[1]
+        return self.source.n_time
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- ground truth ------------------------------------------------------------------------------------
@@ -97,7 +116,7 @@ def recorded_data_config(path: Path) -> dict[str, Any] | None:
 # -- normalisation and models ---------------------------------------------------------------------------
 def training_sampler(data: Dataset, split: Split, train_cfg: TrainConfig) -> WindowSampler:
     """Windows of the training trajectories, as long as the longest unroll."""
-    return WindowSampler(data.trajectories, split.train, train_cfg.objective.unroll.max_steps, train_cfg.seed)
+    return WindowSampler(data.source, split.train, train_cfg.objective.unroll.max_steps, train_cfg.seed)
 
 
 def train_surrogate(
@@ -108,7 +127,7 @@ def train_surrogate(
     """Build, initialise and train one surrogate; the Trainer writes the model, checkpoints and logs to `out`."""
     system = data.system
     train = training_sampler(data, split, train_cfg)
-    val = WindowSampler(data.trajectories, split.val, 1, train_cfg.seed) if split.val else None
+    val = WindowSampler(data.source, split.val, 1, train_cfg.seed) if split.val else None
     torch.manual_seed(train_cfg.seed)
     model = build_surrogate(model_cfg.name, system, model_cfg, norm)
     cur, nxt = train.all_pairs(stride=max(1, train.size // 512))
@@ -139,19 +158,40 @@ def truth_windows(test: State, starts: list[int], horizon: int) -> State:
     return test.map(lambda x: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(horizon + 1, -1, *x.shape[2:]))
 
 
+EVAL_TRAJECTORY_BATCH = 64
+"""Test trajectories read per pass when assembling truth windows: the whole test set is never loaded."""
+
+
+def read_windows(source: TrajectorySource, trajs: Sequence[int], starts: Sequence[int], first: int, length: int,
+                 per_read: int = EVAL_TRAJECTORY_BATCH) -> State:
+    """Snapshots `start + first .. start + first + length - 1` of every (trajectory, start), batch order
+    trajectory-major then start (that of `truth_windows`), as `(length, len(trajs) * len(starts), ...)`;
+    read `per_read` trajectories at a time."""
+    starts = list(starts)
+    parts = []
+    for a in range(0, len(trajs), per_read):
+        group = list(trajs)[a : a + per_read]
+        traj = [j for j in group for _ in starts]
+        t0 = [s + first for _ in group for s in starts]
+        parts.append(source.window_block(traj, t0, length))
+    return parts[0] if len(parts) == 1 else State.cat(parts, dim=1)
+
+
 def evaluate_models(
     data: Dataset, split: Split, models: dict[str, Surrogate], ev: EvalConfig,
 ) -> tuple[dict[str, Any], State, dict[str, State]]:
     """Metrics of every model (label 'model' first) and of the untrained baselines on the test split.
 
-    Returns the metrics, the truth windows and each model's rollouts (CPU, float64) in the same order.
+    Only the pairs and windows the metrics use are read (by batches of test trajectories), never the
+    whole test set. Returns the metrics, the truth windows and each model's rollouts (CPU, float64) in
+    the same order.
     """
     system = data.system
-    test = data.trajectories.index(list(split.test))
-    n_time = test.rho.shape[1]
+    test = list(split.test)
+    n_time = data.n_time
     horizon = min(ev.horizon, n_time - 1 - min(ev.starts))
     record = list(range(1, horizon + 1))
-    sampler = WindowSampler(test, range(test.rho.shape[0]), 1, 0)
+    sampler = WindowSampler(data.source, test, 1, 0)
     cur, nxt = sampler.all_pairs(stride=max(1, sampler.size // ev.next_step_max_pairs))
     primary = models["model"]
     results: dict[str, Any] = {
@@ -165,23 +205,26 @@ def evaluate_models(
         "n_parameters": primary.n_parameters(),
         "model": primary.name,
     }
-    truth = truth_windows(test, results["starts"], horizon)
+    if not results["starts"]:
+        raise ValueError(f"no start time leaves room for a {horizon}-step rollout")
+    truth = read_windows(data.source, test, results["starts"], 0, horizon + 1)
+    truth_t0 = read_windows(data.source, test, [0], 0, horizon + 1) if 0 in ev.starts and len(ev.starts) > 1 else None
     rollouts: dict[str, State] = {}
     for label, m in models.items():
         ns = next_step_rmse(lambda s, m=m: m(m.prepare(s)), cur, nxt)
-        curve, pred = rollout_rmse(_predictor(m), test, ev.starts, horizon, record)
+        curve, pred = rollout_rmse_from_truth(_predictor(m), truth, record)
         physics = physics_diagnostics(system, pred, truth)
         if label == "model":
             results.update({"next_step": ns, "rollout": curve, "physics": physics})
-            if 0 in ev.starts and len(ev.starts) > 1:  # the window of the paper's Fig. 2 on its own
-                results["rollout_from_t0"], _ = rollout_rmse(_predictor(m), test, [0], horizon, record)
+            if truth_t0 is not None:  # the window of the paper's Fig. 2 on its own
+                results["rollout_from_t0"], _ = rollout_rmse_from_truth(_predictor(m), truth_t0, record)
         else:
             results.setdefault("baselines", {})[label] = {
                 "next_step": ns, "rollout": curve, "n_parameters": m.n_parameters(), "physics": physics}
         rollouts[label] = pred.to(device="cpu", dtype=torch.float64)
     if "persistence" in ev.baselines:
         ns = next_step_rmse(lambda s: s, cur, nxt)
-        curve, _ = rollout_rmse(persistence, test, ev.starts, horizon, record)
+        curve, _ = rollout_rmse_from_truth(persistence, truth, record)
         results.setdefault("baselines", {})["persistence"] = {"next_step": ns, "rollout": curve}
     if ev.predictability is not None:
         results["predictability"] = truth_predictability(data, primary, truth, results["rollout"], ev)
@@ -219,8 +262,7 @@ def climate_evaluation(data: Dataset, split: Split, model: Surrogate, ev: EvalCo
     """Statistics of long surrogate rollouts against the truth on the test trajectories (the `climate` section)."""
     c = ev.climate
     assert c is not None
-    test = data.trajectories.index(list(split.test))
-    n_time = test.rho.shape[1]
+    n_time = data.n_time
     starts = list(c.starts or ev.starts)
     horizon = min(c.horizon, n_time - 1 - min(starts))
     starts = [s for s in starts if s + horizon < n_time]
@@ -228,10 +270,12 @@ def climate_evaluation(data: Dataset, split: Split, model: Surrogate, ev: EvalCo
         raise ValueError(f"evaluation.climate: the test trajectories hold {n_time} snapshots, so rollouts from "
                          f"{min(starts)} last at most {horizon} steps, which leaves fewer than two after "
                          f"discarding {c.discard}")
-    t0 = torch.tensor(starts)
-    state0 = test.map(lambda x: x[:, t0].reshape(-1, *x.shape[2:]))
+    test = list(split.test)
+    state0 = read_windows(data.source, test, starts, 0, 1).index(0)
     system = data.system
-    truth = observe_chunks(system, window_chunks(test, starts, horizon))
+    chunk = 100  # time chunks of the truth, as `window_chunks` cuts them: one chunk of windows held at a time
+    truth = observe_chunks(system, (read_windows(data.source, test, starts, a, min(a + chunk + 1, horizon + 1) - a)
+                                    for a in range(0, horizon + 1, chunk + 1)))
     pred = observe_chunks(system, rollout_chunks(_predictor(model), state0, horizon))
     pairs = [(int(j), int(s)) for j in split.test for s in starts]  # the batch order (trajectory-major)
     stats = climate_statistics(system.observables(), truth, pred, discard=c.discard, max_lag=c.max_lag,
@@ -294,8 +338,7 @@ def draw_figures(
 def rollout_for_figures(data: Dataset, split: Split, model: Surrogate, results: dict[str, Any]) -> tuple[State, State]:
     """Truth and prediction of the trajectory the figures show, from every start (re-rolled; metrics.json
     has no states), in the batch order `draw_figures` reads."""
-    test = data.trajectories.index([split.test[0]])
     starts, h = results["starts"], results["horizon"]
-    state0 = test.map(lambda x: x[0, torch.tensor(starts)])
-    pred = model.rollout(state0, h).to(device="cpu", dtype=torch.float64)
-    return truth_windows(test, starts, h), pred
+    truth = read_windows(data.source, [split.test[0]], starts, 0, h + 1)
+    pred = model.rollout(truth.index(0), h).to(device="cpu", dtype=torch.float64)
+    return truth, pred

@@ -132,8 +132,9 @@ class TrainingFiles:
 class Trainer:
     """Fits a surrogate to windows of trajectories of one System.
 
-    Under `torchrun` (an initialised process group) every rank draws the same global batch, takes its
-    own shard, and gradients are averaged across ranks before each step (data parallelism; the update
+    Under `torchrun` (an initialised process group) every rank draws the same global batch order and
+    reads only its own slots of it (`rank, rank + world, ...`; split by batch slot, so any source, in
+    memory or lazy, gives each rank the same samples), and gradients are averaged across ranks before each step (data parallelism; the update
     equals single-process training on the global batch). Only rank 0 logs and writes files.
     """
 
@@ -178,9 +179,8 @@ class Trainer:
         torch.manual_seed(cfg.seed * 7919 + self.step)  # dropout / noise draws for this step
         k = self.objective.unroll_length(self.step)
         t0 = time.perf_counter()
-        window = self.train_data.batch(self.step, cfg.batch_size, k)
-        if self.world > 1:
-            window = [w.index(slice(self.rank, None, self.world)) for w in window]
+        # this rank's slots of the global batch, read by this rank alone (the whole batch in one process)
+        window = self.train_data.batch(self.step, cfg.batch_size, k, shard=(self.rank, self.world))
         self.time_data += time.perf_counter() - t0
         lr = learning_rate(self.step, cfg)
         for g in self.opt.param_groups:
