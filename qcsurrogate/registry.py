@@ -146,6 +146,13 @@ def _load_entry_points(pm: pluggy.PluginManager, reg: Registry) -> dict[str, str
     return versions
 
 
+def _plugin_version(name: str, versions: dict[str, str | None]) -> str | None:
+    """The version of the distribution that installed plugin `name` (None for in-process plugins)."""
+    if name == "qcsurrogate":
+        return md.version("qcsurrogate") if _installed("qcsurrogate") else None
+    return versions.get(name)
+
+
 def _build(extra_plugins: list[tuple[str, object]]) -> Registry:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -157,9 +164,8 @@ def _build(extra_plugins: list[tuple[str, object]]) -> Registry:
     for name, obj in extra_plugins:
         pm.register(obj, name=name)
     extras = {name for name, _ in extra_plugins}
-    for name, plugin in pm.list_name_plugin():
-        version = md.version("qcsurrogate") if name == "qcsurrogate" and _installed("qcsurrogate") else versions.get(name)
-        reg.plugins[name] = {"version": version, **{kind + "s": [] for kind in KINDS}}
+    for name, _ in pm.list_name_plugin():
+        reg.plugins[name] = {"version": _plugin_version(name, versions), **{kind + "s": [] for kind in KINDS}}
     # Call each implementation on its own so every registration is attributed to its plugin. An installed
     # plugin whose hook raises is taken back whole and reported; an in-process one (register_plugin) raises.
     for kind in KINDS:

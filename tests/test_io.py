@@ -358,8 +358,8 @@ def test_plugin_version_is_written_and_read_back(tmp_path, toy_registered, monke
 
     real = registry._plugin_version
 
-    def versioned(pm, plugin):  # as if the toy plugin were installed from a distribution at `version`
-        return version if pm.get_name(plugin) == toy_registered else real(pm, plugin)
+    def versioned(name, versions):  # as if the toy plugin were installed from a distribution at `version`
+        return version if name == toy_registered else real(name, versions)
 
     monkeypatch.setattr(registry, "_plugin_version", versioned)
     registry.get_registry(reload=True)

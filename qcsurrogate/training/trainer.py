@@ -10,7 +10,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from ..atomic import atomic_write_json
+from ..artifacts import ModelSpec, read_json
+from ..atomic import atomic_write_json, atomic_write_text
 from ..surrogate.base import Surrogate
 from ..system import ConfigError, System
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
@@ -101,6 +104,32 @@ def same_train_config(saved: Any, cfg: TrainConfig) -> bool:
 
 def _identity(dumped: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in dumped.items() if k not in OPERATIONAL_FIELDS}
+
+
+class StopRequests:
+    """While training, SIGINT and SIGTERM ask the loop to stop after the step in flight instead of killing it
+    mid-update; a second Ctrl-C interrupts at once. Only in the main thread (where Python delivers signals)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _world() -> tuple[int, int]:
@@ -228,7 +257,7 @@ class Trainer:
         path = latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
-        saved_model = json.loads((path / "model.json").read_text())
+        saved_model = read_json(path / "model.json", ModelSpec).model_dump()
         if saved_model.get("surrogate") != self.model.name or not self._same_trained_model(saved_model.get("config")):
             raise ConfigError(
                 f"checkpoint {path} holds a different model ({saved_model.get('surrogate')}, "
@@ -242,8 +271,28 @@ class Trainer:
             )
         self.step = int(meta["step"])
         self.history = meta.get("history", [])
+        if self.rank == 0:  # the log may run past the checkpoint (a kill between two): keep what it saved
+            atomic_write_text(self.files.log, "".join(json.dumps(rec) + "\n" for rec in self.history))
         self.log(f"resumed from {path} at step {self.step}")
         return True
+
+    def _stop_asked(self, stop: StopRequests) -> bool:
+        """Whether any rank was asked to stop: all ranks agree, so they stop after the same step."""
+        asked = stop.signal is not None
+        if self.world > 1:
+            flag = torch.tensor([1.0 if asked else 0.0], device=self.model.device)  # NCCL reduces GPU tensors only
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            asked = bool(flag.item())
+        return asked
+
+    def _stop(self, signum: int) -> None:
+        """A stop was asked for (Ctrl-C, SIGTERM): the step in flight has finished; save it and leave."""
+        if getattr(self, "_saved_step", None) != self.step:
+            self.checkpoint()
+        name = signal.Signals(signum).name
+        self.log(f"{name} received: stopped after step {self.step} of {self.cfg.steps} and saved a checkpoint there; "
+                 "run the same command again to resume")
+        raise KeyboardInterrupt(name)
 
     def checkpoint(self) -> None:
         if self.rank != 0:
@@ -284,8 +333,10 @@ class Trainer:
         samples = 0
         last: dict[str, Any] = {}
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-        with open(metrics_path if main else os.devnull, "a") as logf:
+        with open(metrics_path if main else os.devnull, "a") as logf, StopRequests() as stop:
             while self.step < end:
+                if self._stop_asked(stop):
+                    self._stop(stop.signal or signal.SIGTERM)
                 t0 = time.perf_counter()
                 rec = self.train_step()
                 t_step += time.perf_counter() - t0
@@ -310,6 +361,9 @@ class Trainer:
                     bar.update(1)
                 if self.step % cfg.checkpoint_every == 0 or self.step == end:
                     self.checkpoint()
+                    self._saved_step = self.step
+            if self._stop_asked(stop) and self.step < cfg.steps:
+                self._stop(stop.signal or signal.SIGTERM)
         if bar is not None:
             bar.close()
         wall = time.perf_counter() - t_start
