@@ -41,9 +41,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .artifacts import ArtifactError
     from .io import TrajectoryFormatError
     from .registry import RegistryError
+    from .state import NonFiniteError
     from .system import ConfigError
 
-    return (ConfigError, TrajectoryFormatError, ArtifactError, RegistryError, FileNotFoundError, FileExistsError,
+    return (ConfigError, TrajectoryFormatError, ArtifactError, NonFiniteError, RegistryError, FileNotFoundError, FileExistsError,
             IsADirectoryError, PermissionError)
 
 

@@ -44,6 +44,15 @@ def _as_tensor(x: Any, device: torch.device | str | None) -> torch.Tensor:
     return t.to(device=device)
 
 
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf where the physics has none (data, a loss, a gradient, a rollout); the message says where."""
+
+
+def nonfinite_variables(state: State) -> list[str]:
+    """The names of the variables of `state` holding a NaN or an Inf (empty when all are finite)."""
+    return [name for name, v in state.variables().items() if not bool(torch.isfinite(v).all())]
+
+
 class State:
     """Classical fields `(*batch, L)` (real) and a density matrix `rho` `(*batch, L, L)` (complex).
 

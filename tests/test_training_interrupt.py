@@ -111,3 +111,34 @@ def test_a_run_killed_between_checkpoints_logs_no_step_twice_after_resuming(data
     resumed.fit(resume=True)
     assert _log_steps(tmp_path) == [2, 4, 6, 8, 10, 12]
     assert all(torch.equal(uninterrupted[k], v) for k, v in resumed.model.state_dict().items())
+
+
+# -- non-finite numbers ---------------------------------------------------------------------------------
+def test_non_finite_training_data_stops_at_once_naming_the_variable(data, tmp_path):
+    from qcsurrogate.state import NonFiniteError
+
+    system, traj = data
+    bad = traj.map(lambda x: x.clone())
+    bad["X"][:, 3:] = float("nan")
+    tr = trainer((system, bad), tmp_path)
+    before = _weights(tr)
+    with pytest.raises(NonFiniteError, match=r"^training stopped at optimizer step 1: the loss is not finite \(.*nan.*\); "
+                                             r"the training data holds non-finite values in X \(check the trajectory "
+                                             r"file\); no checkpoint was written yet$"):
+        tr.fit()
+    assert all(torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+
+
+def test_a_model_that_diverges_keeps_its_last_checkpoint_and_weights(data, tmp_path):
+    from qcsurrogate.state import NonFiniteError
+
+    tr = trainer(data, tmp_path)
+    param = next(p for n, p in tr.model.named_parameters() if p.ndim > 1)
+    _fail_at(tr, 6, lambda: param.register_hook(lambda g: g * float("inf")))
+    with pytest.raises(NonFiniteError) as info:
+        tr.fit()
+    msg = str(info.value)
+    assert msg.startswith("training stopped at optimizer step 7: the gradient of ")
+    assert msg.endswith("the data of this batch is finite, so the model diverged (a lower learning rate, gradient "
+                        "clipping or float64 may help); the last checkpoint, step-00000005, is kept")
+    assert tr.step == 6 and all(torch.isfinite(p).all() for p in tr.model.parameters())

@@ -26,6 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from ..artifacts import ModelSpec, read_json
 from ..atomic import atomic_write_json, atomic_write_text
 from ..surrogate.base import Surrogate
+from ..state import NonFiniteError, State, nonfinite_variables
 from ..system import ConfigError, System
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from .data import WindowSampler
@@ -217,14 +218,34 @@ class Trainer:
         self.model.train()
         loss, parts, target_seconds = self.objective.window_loss(self.model, window)
         self.time_data += target_seconds
+        if not math.isfinite(float(loss.detach())):
+            self._diverged("the loss", window, parts)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.world > 1:
             self._average_gradients()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if not math.isfinite(float(gnorm)):
+            bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            self._diverged(f"the gradient of {len(bad)} parameter tensors ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})",
+                           window, parts)
         self.opt.step()
         self.step += 1
         return {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm), "unroll": k, **parts}
+
+    def _diverged(self, what: str, window: list[State], parts: Mapping[str, float]) -> None:
+        """Stop before the optimizer applies a non-finite update: the weights stay those of the last step,
+        and the last checkpoint is kept. Says whether the data or the model went wrong."""
+        step = self.step + 1
+        bad_data = sorted({name for j, s in enumerate(window) for name in nonfinite_variables(s)})
+        where = (f"the training data holds non-finite values in {', '.join(bad_data)} (check the trajectory file)"
+                 if bad_data else "the data of this batch is finite, so the model diverged (a lower learning rate, "
+                 "gradient clipping or float64 may help)")
+        terms = ", ".join(f"{k} {v:.3g}" for k, v in parts.items() if not math.isfinite(v))
+        last = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir.exists() else None
+        kept = f"the last checkpoint, {last.name}, is kept" if last else "no checkpoint was written yet"
+        raise NonFiniteError(f"training stopped at optimizer step {step}: {what} is not finite"
+                             + (f" ({terms})" if terms else "") + f"; {where}; {kept}")
 
     def _average_gradients(self) -> None:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
