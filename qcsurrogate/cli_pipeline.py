@@ -62,11 +62,14 @@ def _config(args: argparse.Namespace):
     return cfg.model_copy(update=update)
 
 
-def _stage_run(args: argparse.Namespace):
+def _stage_run(args: argparse.Namespace, write_config: bool = True):
+    """The run of `args`; `evaluate` and `plot` (write_config=False) write its config.yaml only once their
+    stage has succeeded, so a failing command leaves the run directory (or its absence) as it was."""
     from .pipeline import Run
 
     run = Run(_config(args))
-    run.write_config()
+    if write_config:
+        run.write_config()
     return run
 
 
@@ -102,24 +105,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.data is None:
         if args.horizon is not None or args.starts is not None:
             raise ConfigError("--horizon and --starts go with --data; the run's own evaluation follows its config")
-        with _stage_run(args) as run:
+        with _stage_run(args, write_config=False) as run:
             run.ensure_evaluated(force=args.force)
+            run.write_config()
         return 0
     from .pipeline.external import evaluate_file
 
-    with _stage_run(args) as run:
+    with _stage_run(args, write_config=False) as run:
         update = {k: v for k, v in (("horizon", args.horizon), ("starts", args.starts)) if v is not None}
         try:
             ev = run.cfg.evaluation.model_validate({**run.cfg.evaluation.model_dump(), **update}) if update else None
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, "--horizon/--starts")) from None
         evaluate_file(run, args.data, force=args.force, evaluation=ev)
+        run.write_config()
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    with _stage_run(args) as run:
+    with _stage_run(args, write_config=False) as run:
         run.ensure_plotted(force=args.force)
+        run.write_config()
     return 0
 
 

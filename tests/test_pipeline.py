@@ -70,6 +70,8 @@ def test_stages_on_their_own_and_output_override(tmp_path):
     cfg = write_config(tmp_path, evaluation={"horizon": 5, "starts": [0], "baselines": ["persistence"]})
     out = tmp_path / "elsewhere"
     assert main(["evaluate", str(cfg), "--output", str(out)]) == 2  # nothing trained yet: clean error
+    assert main(["plot", str(cfg), "--output", str(out)]) == 2
+    assert not out.exists()  # and nothing written: no run directory, no config.yaml
     assert main(["train", str(cfg), "--output", str(out)]) == 0
     assert main(["evaluate", str(cfg), "--output", str(out)]) == 0
     (out / "figures" / "snapshots.png").unlink()
