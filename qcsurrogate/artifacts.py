@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ArtifactError", "CheckpointMeta", "LatestPointer", "ModelSpec", "read_json", "read_safetensors"]
+__all__ = ["ArtifactError", "CheckpointMeta", "LatestPointer", "LedgerFile", "ModelSpec", "NormalizationFile", "SplitFile",
+           "read_json", "read_safetensors"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,6 +69,28 @@ class LatestPointer(_Lenient):
 
     step: int = Field(ge=0)
     path: str = Field(pattern=r"^step-\d{8}$")
+
+
+class SplitFile(_Lenient):
+    """A run's `split.json`: trajectory indices by role."""
+
+    train: list[int] = Field(min_length=1)
+    val: list[int]
+    test: list[int]
+    memorized: bool = False
+
+
+class NormalizationFile(_Lenient):
+    """A run's `normalization.json`."""
+
+    normalization: dict[str, Any]
+
+
+class LedgerFile(_Lenient):
+    """A run's `stages.json`: what each stage was made from."""
+
+    version: int
+    stages: dict[str, dict[str, Any]]
 
 
 def _pickle_kind(head: bytes) -> str | None:

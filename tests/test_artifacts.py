@@ -230,3 +230,25 @@ def test_the_cli_reports_a_damaged_run_model_with_exit_code_2(tmp_path, capsys):
     assert (f"qcsurrogate: error: the trained 'model' in {weights.parent} is stale (model/model.safetensors was "
             "modified after it was written); run `qcsurrogate train` first") in err
     assert "Traceback" not in err and not (tmp_path / "run" / "metrics.json").exists()
+
+
+# -- a run directory's own JSON files -----------------------------------------------------------------------
+@pytest.mark.usefixtures("toy_registered")
+@pytest.mark.parametrize(("name", "expected"), [
+    ("split.json", "split.json: is not valid JSON (line 1, column 2"),
+    ("stages.json", "stages.json: is not valid JSON (line 1, column 2: Expecting property name enclosed in double "
+                    "quotes); the file is damaged or truncated; it records what every stage of the run was made "
+                    "from: remove it to redo them all"),
+])
+def test_a_damaged_run_file_is_named_and_evaluate_exits_2(tmp_path, capsys, name, expected):
+    from test_pipeline import write_config
+
+    from qcsurrogate.cli import main
+
+    cfg = write_config(tmp_path, baselines=[])
+    assert main(["train", str(cfg)]) == 0
+    (tmp_path / "run" / name).write_text("{bad")
+    capsys.readouterr()
+    assert main(["evaluate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"qcsurrogate: error: {tmp_path / 'run' / name}" in err and expected in err and "Traceback" not in err

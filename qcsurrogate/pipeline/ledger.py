@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
+from ..artifacts import ArtifactError, LedgerFile, read_json
 from ..atomic import atomic_write_json
 from .layout import RunLayout
 
@@ -63,8 +64,12 @@ class Ledger:
         """Read `stages.json` again (another process may have written it)."""
         self.stages = {}
         if self.path.exists():
-            data = json.loads(self.path.read_text())
-            self.stages = data.get("stages", {}) if data.get("version") == LEDGER_VERSION else {}
+            try:
+                data = read_json(self.path, LedgerFile)
+            except ArtifactError as err:
+                raise ArtifactError(self.path, f"{err.problem}; it records what every stage of the run was made "
+                                               "from: remove it to redo them all") from None
+            self.stages = data.stages if data.version == LEDGER_VERSION else {}
 
     def _save(self) -> None:
         atomic_write_json(self.path, {"version": LEDGER_VERSION, "stages": self.stages}, sort_keys=True)

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from .. import __version__, distributed
+from ..artifacts import NormalizationFile, SplitFile, read_json
 from ..atomic import atomic_write_json, atomic_write_text
 from ..device import resolve_device, use_threads
 from ..evaluation.metrics import json_safe
@@ -25,11 +26,11 @@ from ..system import ConfigError
 from ..training.checkpoint import latest_checkpoint, load_model
 from ..training.data import Split, fit_normalization, split_trajectories
 from . import stages
-from .preflight import preflight
 from .config import RunConfig
 from .layout import PRIMARY, RunLayout, RunLog
 from .ledger import Ledger, changed_inputs
 from .plan import Plan, data_hash, train_stage
+from .preflight import preflight
 
 Policy = Literal["auto", "resume", "restart"]
 """How training treats existing checkpoints: resume them when their inputs match, else start over
@@ -136,8 +137,8 @@ class Run:
 
     @property
     def split(self) -> Split:
-        d = json.loads(self.layout.split.read_text())
-        return Split(tuple(d["train"]), tuple(d["val"]), tuple(d["test"]), bool(d["memorized"]))
+        d = read_json(self.layout.split, SplitFile)
+        return Split(tuple(d.train), tuple(d.val), tuple(d.test), d.memorized)
 
     def ensure_normalization(self) -> Normalization:
         if self.main and self._announce("normalization"):
@@ -147,7 +148,7 @@ class Run:
             atomic_write_json(self.layout.normalization, {"normalization": norm.to_json(), "inputs": inputs})
             self.ledger.record("normalization", inputs, [self.layout.normalization])
         self._sync()
-        return Normalization.from_json(json.loads(self.layout.normalization.read_text())["normalization"])
+        return Normalization.from_json(read_json(self.layout.normalization, NormalizationFile).normalization)
 
     # -- stage 3: training ----------------------------------------------------------------------------
     def ensure_trained(self, label: str, policy: Policy = "auto", stop_after: int | None = None) -> dict[str, Any] | None:
@@ -240,7 +241,7 @@ class Run:
     def ensure_evaluated(self, force: bool = False) -> dict[str, Any]:
         if not force and not self._announce("evaluate"):
             self.log(f"evaluation is current; keeping {self.layout.metrics}")
-            return json.loads(self.layout.metrics.read_text())
+            return read_json(self.layout.metrics)
         inputs = self.plan.inputs("evaluate")
         results, truth, rollouts = stages.evaluate_models(self.data, self.split, self.models(), self.cfg.evaluation)
         results["computed_with"] = {"device": str(self.device), "threads": self.threads,
@@ -263,7 +264,7 @@ class Run:
         if st.state != "current":
             raise FileNotFoundError(f"metrics.json in {self.layout.root} is {st.state} ({st.reason}); "
                                     "run `qcsurrogate evaluate` first")
-        results = json.loads(self.layout.metrics.read_text())
+        results = read_json(self.layout.metrics)
         truth, pred = stages.rollout_for_figures(self.data, self.split, self.models([PRIMARY])[PRIMARY], results)
         return self._plot(results, truth, pred)
 
