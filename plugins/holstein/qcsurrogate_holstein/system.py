@@ -53,6 +53,19 @@ def _check_n_electrons(n_electrons: int | None, L: int) -> int:
     return n_electrons
 
 
+def _array(name: str, x: Any) -> torch.Tensor:
+    """A user's array as a tensor; nested lists of unequal lengths or non-numbers are a ConfigError."""
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    try:
+        arr = np.asarray(x)
+    except ValueError as err:  # a ragged nested list
+        raise ConfigError(f"{name} is not a rectangular array ({err})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ConfigError(f"{name} must hold numbers, got an array of {arr.dtype}")
+    return torch.as_tensor(arr)
+
+
 class HolsteinChain(System):
     """Holstein chain with classical phonons (Q, P) and the one-body density matrix rho of the electrons."""
 
@@ -206,9 +219,7 @@ class HolsteinChain(System):
         one-body density matrix does.
         """
         L = self.params.L
-        Q_t = torch.as_tensor(np.asarray(Q) if not isinstance(Q, torch.Tensor) else Q).detach()
-        P_t = torch.as_tensor(np.asarray(P) if not isinstance(P, torch.Tensor) else P).detach()
-        rho_t = torch.as_tensor(np.asarray(rho) if not isinstance(rho, torch.Tensor) else rho).detach()
+        Q_t, P_t, rho_t = (_array(name, x) for name, x in (("Q", Q), ("P", P), ("rho", rho)))
         for name, x in (("Q", Q_t), ("P", P_t)):
             if x.is_complex():
                 raise ConfigError(f"{name} must be real, got dtype {x.dtype}")

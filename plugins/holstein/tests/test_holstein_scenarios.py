@@ -95,3 +95,7 @@ def test_from_arrays_validates_and_normalises():
         system.from_arrays(np.full(4, np.nan), np.zeros(4), torch.eye(4) / 2)
     with pytest.raises(ConfigError, match="lacks field"):
         system.from_state(State({"X": np.zeros(4)}, np.eye(4) / 2))
+    with pytest.raises(ConfigError, match=r"^Q is not a rectangular array \("):  # a ragged list from a YAML file
+        system.from_arrays([[0, 0, 0, 0], [0, 0]], np.zeros(4), torch.eye(4) / 2)
+    with pytest.raises(ConfigError, match=r"^rho must hold numbers, got an array of <U1$"):
+        system.from_arrays(np.zeros(4), np.zeros(4), [["a"] * 4] * 4)
