@@ -306,6 +306,7 @@ T_END = (N_TIME - 1) * SAVE_EVERY * DT
          "dataset '/rho' has dtype complex64; precision 'float64' implies complex128"),
         (_replace("time", lambda h, k, d: h.create_dataset(k, data=d.astype(np.float32))),
          "dataset '/time' has dtype float32; precision 'float64' implies float64"),
+        (_set("params", f'{{"L": {L + 2}}}'), f"is inconsistent: the system parameters say L={L + 2}, the arrays L={L}"),
         (_set("n_steps", 13), "is inconsistent: n_steps=13 but (n_time - 1) * save_every = 12"),
         (_set("save_every", 3), "is inconsistent: n_steps=12 but (n_time - 1) * save_every = 18"),
         (_set("batch_shape", "[2, 2]"), f"is inconsistent: batch_shape [2, 2] does not hold {N_TRAJ} trajectories"),

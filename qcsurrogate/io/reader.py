@@ -63,6 +63,34 @@ def _normalize_index(idx: Index, n: int, what: str) -> Any:
     return (arr % n).astype(np.int64)
 
 
+def _position(selector: Any, k: int) -> int:
+    """The file index of the k-th element a normalised selector picked."""
+    if isinstance(selector, int):
+        return selector
+    if isinstance(selector, slice):
+        return selector.start + k * selector.step
+    return int(selector[k])
+
+
+def check_finite(path: Path, name: str, data: np.ndarray, traj_sel: Any, time_sel: Any, times: np.ndarray | None,
+                 has_traj_axis: bool = True) -> None:
+    """A NaN or Inf read from a trajectory file is a format error naming the file, the variable, and where
+    (trajectory and snapshot) it first appears in what was read: the ground truth never holds one."""
+    bad = ~np.isfinite(data.view(data.real.dtype) if np.iscomplexobj(data) else data)
+    if not bad.any():
+        return
+    first = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    if np.iscomplexobj(data):  # the real view doubles the last axis
+        first = (*first[:-1], first[-1] // 2)
+    axes = list(first)
+    traj = _position(traj_sel, int(axes.pop(0))) if has_traj_axis else _position(traj_sel, 0)
+    snap = _position(time_sel, int(axes.pop(0)) if not isinstance(time_sel, int) else 0)
+    when = f", t = {times[snap]:g}" if times is not None and 0 <= snap < len(times) else ""
+    raise S.TrajectoryFormatError(f"{path}: '{name}' holds non-finite values (first in what was read: trajectory "
+                                  f"{traj}, snapshot {snap}{when}); the ground truth never does, so the file is "
+                                  "damaged or was made by a diverging integration")
+
+
 class Trajectory:
     """A trajectory file opened for lazy reading; validated on open.
 
@@ -128,6 +156,9 @@ class Trajectory:
         n_traj, n_time, L = attrs["n_trajectories"], attrs["n_time"], attrs["L"]
         if n_traj < 1 or n_time < 1 or L < 1:
             raise self._err(f"has empty dimensions: n_trajectories={n_traj}, n_time={n_time}, L={L}")
+        params = attrs.get("params")
+        if isinstance(params, dict) and "L" in params and params["L"] != L:
+            raise self._err(f"is inconsistent: the system parameters say L={params['L']!r}, the arrays L={L}")
         real_dt, cplx_dt = S.PRECISIONS[prec]
         expected = {f"{S.FIELDS_GROUP}/{n}": ((n_traj, n_time, L), real_dt) for n in fields}
         expected[RHO] = ((n_traj, n_time, L, L), cplx_dt)
@@ -304,6 +335,7 @@ class Trajectory:
             if s_off is not None:
                 idx = np.asarray(si, dtype=np.int64) - s_off
             data = np.take(data, idx, axis=time_axis)
+        check_finite(self.path, name, data, ti, si, self._times, has_traj_axis=not isinstance(ti, int))
         return data
 
     def load(self, *, dtype: torch.dtype | None = torch.float64) -> State:

@@ -30,7 +30,7 @@ from typing import Any, Literal, Self, TypeVar
 import numpy as np
 import torch
 
-from ..io.reader import Trajectory, open_trajectory
+from ..io.reader import Trajectory, check_finite, open_trajectory
 from ..state import RHO, State, complex_dtype_of
 
 Loading = Literal["auto", "memory", "lazy"]
@@ -181,6 +181,7 @@ class LazySource(TrajectorySource):
         try:
             self.n_traj, self.n_time, self.L = tr.n_traj, tr.n_time, tr.L
             self.names = tr.variables
+            self._times = tr.times
             self._ds = {n: tr.dataset(n) for n in self.names}
             rho = self._ds[RHO]
             chunk_t = rho.chunks[1] if rho.chunks else None
@@ -242,6 +243,8 @@ class LazySource(TrajectorySource):
                 run = {n: ds[traj, lo:hi] for n, ds in self._ds.items()}
             except OSError as err:
                 raise OSError(f"{self.path}: cannot read trajectory {traj}, snapshots {lo}..{hi - 1} ({err})") from None
+            for n, v in run.items():
+                check_finite(self.path, n, v, traj, slice(lo, hi, 1), self._times, has_traj_axis=False)
             self.reads += len(run)
             for c in range(c0, c1 + 1):
                 a = c * b - lo
