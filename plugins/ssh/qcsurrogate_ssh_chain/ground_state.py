@@ -83,7 +83,7 @@ def report_degeneracy(shell: FermiShell | None, context: str) -> None:
         return
     msg = shell.message(context)
     logger.info(msg)
-    frame, level = sys._getframe(1), 1  # name the first frame outside qcsurrogate packages
+    frame, level = sys._getframe(1), 2  # warn at the first frame outside qcsurrogate packages
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0].startswith("qcsurrogate"):
         frame, level = frame.f_back, level + 1
     warnings.warn(msg, DegenerateFermiLevelWarning, stacklevel=level)

@@ -252,6 +252,10 @@ class SSHChain(System):
         hbar/t) plus Normal(0, sigma_v), through p_i = m du_i/dt of the translated profile. The lattice is
         not relaxed around the walls, so they shed some radiation as they settle. Draws come from numpy's
         `default_rng(seed)`. Batch (n_traj,), or unbatched without `n_traj`.
+
+        Each wall binds a midgap level. A kink-antikink pair far apart (splitting below 1e-8, e.g. 32 bonds
+        at alpha = 1.5) at half filling has one electron for two degenerate levels: it is shared
+        (DegenerateFermiLevelWarning, mixed rho); `n_electrons = L // 2 - 1` empties both (a pure state).
         """
         p = self.params
         L = p.L

@@ -77,16 +77,16 @@ def test_forces_are_minus_energy_gradient():
 
 
 def test_energy_error_is_fourth_order_in_dt():
-    """RK4 on a moving soliton: the energy error after a fixed time drops ~16x when dt halves."""
+    """RK4 on a moving soliton: the largest energy error over t = 8 drops ~16x when dt halves (15.3 measured)."""
     system = SSHChain(L=15, alpha=1.5)
-    state = system.initial_state("solitons", velocity=0.2, xi=2.0)
+    state = system.initial_state("solitons", velocity=0.1, xi=2.0)
     errors = []
-    for dt in (0.2, 0.1):
-        traj = qcsurrogate.simulate(system, state, dt, round(4.0 / dt), save_every=round(4.0 / dt), progress=False)
+    for dt in (0.1, 0.05):
+        traj = qcsurrogate.simulate(system, state, dt, round(8.0 / dt), save_every=round(0.4 / dt), progress=False)
         E = system.energy(traj)
-        errors.append(float((E[-1] - E[0]).abs()))
-    ratio = errors[0] / errors[1]
-    assert 10 < ratio < 24, (errors, ratio)
+        errors.append(float((E - E[0]).abs().max()))
+    assert 1e-11 < errors[1] < errors[0] < 1e-8  # well above round-off, so the ratio measures the method
+    assert 12 < errors[0] / errors[1] < 20, errors
 
 
 def test_graph_and_view():

@@ -54,13 +54,27 @@ def test_quench_changes_coupling_only():
 
 def test_degenerate_fermi_level_is_shared_and_warned():
     """alpha_initial = 0: the free ring; at L % 4 == 0 the k = +-pi/2 pair holds one electron."""
-    with pytest.warns(DegenerateFermiLevelWarning, match="levels 3..4"):
+    with pytest.warns(DegenerateFermiLevelWarning, match="levels 3..4") as caught:
         state = SSHChain(L=8).initial_state("dimerized_quench", alpha_initial=0.0)
+    assert caught[0].filename == __file__  # the warning names the caller, not the framework
     ev = torch.linalg.eigvalsh(state.rho)
     assert torch.allclose(ev, torch.tensor([0.0] * 3 + [0.5] * 2 + [1.0] * 3, dtype=torch.float64), atol=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateFermiLevelWarning)
         SSHChain(L=6).initial_state("dimerized_quench", alpha_initial=0.0)  # L = 6 is gapped: no warning
+
+
+def test_far_apart_kink_antikink_share_their_midgap_electron():
+    """Two walls 32 bonds apart: their midgap levels split by 6e-10, within the degeneracy tolerance, share one
+    electron at half filling (warned, mixed rho); one electron fewer leaves both empty, a pure state."""
+    system = SSHChain(L=64, alpha=1.5)
+    with pytest.warns(DegenerateFermiLevelWarning, match="levels 31..32"):
+        half = system.initial_state("solitons")
+    assert float((half.rho @ half.rho - half.rho).abs().max()) > 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFermiLevelWarning)
+        charged = system.initial_state("solitons", n_electrons=31)
+    assert float((charged.rho @ charged.rho - charged.rho).abs().max()) < 1e-12
 
 
 def test_self_consistency_failure_is_reported():
