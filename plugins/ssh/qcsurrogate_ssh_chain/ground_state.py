@@ -69,7 +69,9 @@ def fill_levels(eps: np.ndarray, n_electrons: int, tol: float = DEGENERACY_TOL) 
     return occ, FermiShell(first, last, n_electrons - first, f)
 
 
-def ground_state_density(H: np.ndarray, n_electrons: int, tol: float = DEGENERACY_TOL) -> tuple[np.ndarray, FermiShell | None]:
+def ground_state_density(
+    H: np.ndarray, n_electrons: int, tol: float = DEGENERACY_TOL
+) -> tuple[np.ndarray, FermiShell | None]:
     """rho_ij = <c_j^dag c_i> of the filled levels of one real symmetric H (L, L), exactly symmetric."""
     eps, V = np.linalg.eigh(H)
     occ, shell = fill_levels(eps, n_electrons, tol)

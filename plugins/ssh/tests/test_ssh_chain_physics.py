@@ -93,6 +93,18 @@ def test_one_soliton_is_located_where_it_was_put(x0):
     assert min(abs(pos - x0), system.L - abs(pos - x0)) < 0.05
 
 
+def test_relaxed_soliton_is_self_consistent_and_still_kicked():
+    """A wall centred on bond 10.5 of L = 21 (mirror-symmetric) relaxes to the force balance, in place."""
+    system = SSHChain(L=21, alpha=1.5)
+    bare = system.initial_state("solitons", velocity=0.1)
+    relaxed = system.initial_state("solitons", velocity=0.1, relax_steps=80)
+    K, a = system.params.K, system.params.alpha
+    balance = lambda s: float((K * s["u"] + 2 * a * bond_order(s.rho)).abs().max())  # noqa: E731
+    assert balance(bare) > 1e-2 and balance(relaxed) < 1e-11
+    assert float(_observe(system, relaxed)["soliton_position"]) == pytest.approx(10.5, abs=1e-9)
+    assert torch.equal(relaxed["p"], bare["p"]) and float(relaxed["p"].abs().max()) > 0
+
+
 def test_kink_antikink_are_located_and_labelled():
     system = SSHChain(L=40, alpha=1.5)
     state = system.initial_state("solitons", positions=[7.2, 27.7], n_traj=1)
