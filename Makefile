@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: venv test demo shallow wheels wheel-check bench mutation mutation-sample mutation-holstein mutation-report clean
+.PHONY: venv test demo shallow ssh-soliton wheels wheel-check ssh-fresh bench mutation mutation-sample mutation-holstein mutation-report clean
 
-$(BIN)/qcsurrogate: pyproject.toml plugins/holstein/pyproject.toml constraints.txt
+$(BIN)/qcsurrogate: pyproject.toml plugins/holstein/pyproject.toml plugins/ssh/pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e ".[dev]" -e plugins/holstein
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]" -e plugins/holstein -e plugins/ssh
 	touch $@
 
 venv: $(BIN)/qcsurrogate
@@ -23,18 +23,33 @@ demo: venv
 shallow: venv
 	$(BIN)/qcsurrogate run examples/holstein_shallow.yaml
 
+ssh-soliton: venv
+	$(BIN)/qcsurrogate run examples/ssh_soliton.yaml
+
 wheels: venv
 	rm -rf dist && mkdir -p dist
 	$(BIN)/python -m build --wheel --outdir dist .
 	$(BIN)/python -m build --wheel --outdir dist plugins/holstein
+	$(BIN)/python -m build --wheel --outdir dist plugins/ssh
 
-# Install both wheels into a fresh venv the way a user would and smoke-test them.
+# Install the wheels into fresh venvs the way a user would and smoke-test them: core + Holstein, and
+# core + SSH alone (the SSH plugin must not need the Holstein one).
 wheel-check: wheels
 	rm -rf build/wheel-venv
 	$(PY) -m venv build/wheel-venv
 	build/wheel-venv/bin/python -m pip install --quiet -c constraints.txt --find-links dist "qcsurrogate[holstein]"
 	cd build && wheel-venv/bin/qcsurrogate plugins
 	cd build && wheel-venv/bin/python -c "import qcsurrogate as q; s=q.load_system('holstein', L=4, g=0.5); print(q.simulate(s, s.initial_state('deep_quench', n_traj=2, seed=0), 0.08, 4))"
+	rm -rf build/wheel-venv-ssh
+	$(PY) -m venv build/wheel-venv-ssh
+	build/wheel-venv-ssh/bin/python -m pip install --quiet -c constraints.txt --find-links dist "qcsurrogate[ssh]"
+	cd build && wheel-venv-ssh/bin/qcsurrogate plugins
+	cd build && wheel-venv-ssh/bin/python -c "import qcsurrogate as q; s=q.load_system('ssh_chain', L=9, alpha=1.5); print(q.simulate(s, s.initial_state('solitons', xi=1.0, velocity=0.1), 0.05, 4))"
+
+# The SSH plugin's acceptance check (~5 min, not part of CI): a fresh venv with only the core and the SSH
+# plugin, installed from the wheels, runs the shipped example end to end.
+ssh-fresh: wheel-check
+	build/wheel-venv-ssh/bin/qcsurrogate run examples/ssh_soliton.yaml -o build/ssh_soliton
 
 bench: venv
 	$(BIN)/python benchmarks/bench_simulate.py

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import qcsurrogate
+from qcsurrogate import registry
 from qcsurrogate.surrogate import PARC, Normalization, PARCConfig
 from qcsurrogate.testing import check_system
 
@@ -23,16 +24,30 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "examples" / "plugin_template"
 @pytest.fixture
 def ssh(monkeypatch):
     """The template package, imported afresh from the source tree; the module does not outlive the test
-    (importing it registers nothing: its plugin module's hooks do, once the plugin is registered)."""
+    (importing it registers nothing: its plugin module's hooks do, once the plugin is registered).
+
+    When examples/plugin_template/tests run in the same session, that directory's conftest.py has
+    registered the template in-process already; the registration is hidden for the test and put back after.
+    """
     def ours() -> list[str]:
         return [m for m in sys.modules if m == "qcsurrogate_ssh" or m.startswith("qcsurrogate_ssh.")]
 
+    saved = list(registry._extra)
+    hidden = [(n, p) for n, p in saved if getattr(p, "__name__", "").split(".")[0] == "qcsurrogate_ssh"]
+    if hidden:
+        registry._extra[:] = [e for e in saved if e not in hidden]
+        registry.get_registry(reload=True)
     monkeypatch.syspath_prepend(str(TEMPLATE))
     for name in ours():
         monkeypatch.delitem(sys.modules, name)  # put back by monkeypatch after the test
-    yield importlib.import_module("qcsurrogate_ssh")
-    for name in ours():
-        del sys.modules[name]  # the fresh copies, including submodules first imported by the test
+    try:
+        yield importlib.import_module("qcsurrogate_ssh")
+    finally:
+        for name in ours():
+            del sys.modules[name]  # the fresh copies, including submodules first imported by the test
+        if hidden:
+            registry._extra[:] = saved
+            registry.get_registry(reload=True)
 
 
 def test_template_is_a_complete_package():
