@@ -292,6 +292,8 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
     ex = resolve_execution(compile="auto", threads="auto", processes="auto", shards="auto", device="cpu", L=L,
                            n_traj=B, n_steps=LONG_RUN_STEPS)
     print(f"  default path for L={L} x {B}: {ex.describe()}", flush=True)
+    args.defaults.append(f"L = {L} x {B}: {'compiled' if ex.compile else 'eager'}, {ex.processes} process"
+                         f"{'es' * (ex.processes > 1)} x {ex.threads or torch.get_num_threads()} thread")
     if ex.processes == 1:
 
         def default(n, ex=ex):
@@ -625,6 +627,15 @@ def render(rows, tg, info, infos, args, wall) -> str:
 
 {table(rows)}
 
+"default path" is what `qcsurrogate simulate` chooses by itself for a long run of the case
+({LONG_RUN_STEPS:,} steps) on this machine: {'; '.join(info.get('defaults', []))}. In its rows and the
+"x2 procs" rows, "threads" counts processes (one thread each) and "CPU share" is their CPU time over
+wall time (up to 2). "C++ reference (stand-in)" is benchmarks/cpp_reference/holstein_rk4.cpp, written
+here as a stand-in for the authors' C++ simulator (not available here): same equations, dense H, plain
+RK4, g++ -O3 -march=native ({info.get('cpp_check', 'agreement not checked')}). "vs best config" is
+the median over rounds of the row's throughput over the fastest `simulate` row (or default path) of the
+same round.
+
 traj*steps/s = trajectories x RK4 steps of dt = {DT} per second; for solve_ivp, which is adaptive,
 simulated time / {DT}. Median of {args.repeats} rounds. "spc=k" is
 `simulate(..., compile=True, steps_per_call=k)`. "CPU share" is the process's CPU time over wall time
@@ -686,13 +697,17 @@ def main(argv: list[str] | None = None) -> int:
 
         inductor_config.force_disable_caches = True  # honest cold-start compile times
 
-    args.cleanup = []
+    args.cleanup, args.defaults = [], []
     args.cpp = None if args.no_cpp else cpp_ref.build()
+    checks = []
     if args.cpp is not None:
         for L in (8, 32):
-            print(f"C++ reference vs simulate, L={L}, deep quench, 100 steps: max |drho| = "
-                  f"{cpp_ref.check(args.cpp, L=L, n_steps=100):.1e}", flush=True)
+            checks.append(f"L = {L}: max |drho| {cpp_ref.check(args.cpp, L=L, n_steps=100):.1e} against `simulate` "
+                          "after 100 steps")
+            print(f"C++ reference vs simulate: {checks[-1]}", flush=True)
     info = machine_info()
+    info["defaults"] = args.defaults
+    info["cpp_check"] = "; ".join(checks) or "not run"
     info["loads"] = [info["load"][0]]
     print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load'][0]:.2f}; torch {info['torch']}, "
           f"numpy {info['numpy']}, scipy {info['scipy']}; BLAS threads {info['blas_threads']}")  # fmt: skip

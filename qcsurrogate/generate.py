@@ -20,17 +20,16 @@ unfinished ones are deleted, the rest are integrated.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import resource
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import multiprocessing
 
 import numpy as np
 import torch
@@ -264,7 +263,7 @@ def _run_pool(tasks: list[dict[str, Any]], processes: int, n_shards: int, log: L
         n_done = 0
         try:
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)  # log each shard as it ends
                 for fut in finished:
                     out = fut.result()  # re-raises a worker's error (BrokenProcessPool if it was killed)
                     n_done += 1

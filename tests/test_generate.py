@@ -309,3 +309,24 @@ def test_master_file_virtual_datasets_map_every_trajectory(tmp_path):
         assert f["fields/Q"].is_virtual and not f["time"].is_virtual
     assert json.loads((SH.shard_dir(out) / "plan.json").read_text())["ranges"] == [[0, 3], [3, 5]]
     assert np.isfinite(load(out)[0]["Q"].numpy()).all()
+
+
+@pytest.mark.usefixtures("toy_registered")
+def test_run_data_stage_writes_shards_and_the_ledger_fingerprints_them(tmp_path, capsys):
+    from test_pipeline import TINY
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["output_dir"] = str(tmp_path / "run")
+    cfg["data"]["simulation"].update({"processes": 1, "shards": 2})
+    cfg["training"]["steps"] = 3
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    assert "execution: compile: false (auto" in capsys.readouterr().out
+    outputs = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]["data"]["outputs"]
+    assert len(outputs) == 3 and sum(".shards/shard-" in k for k in outputs) == 2
+    shard = next(tmp_path.glob("run/data/*.shards/shard-00001-of-00002.h5"))
+    shard.unlink()
+    capsys.readouterr()
+    assert main(["status", str(path)]) == 0
+    assert "is gone" in capsys.readouterr().out  # a lost shard makes the data stage missing
