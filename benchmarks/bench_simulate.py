@@ -264,7 +264,7 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
 
         def eager(n, th=th):
             set_threads(th)
-            return simulate(system, state0, DT, n, n).rho[-1].numpy()
+            return simulate(system, state0, DT, n, n, compile=False, threads=None).rho[-1].numpy()
 
         methods.append(Method("simulate eager", th, eager, B))
 
@@ -272,7 +272,7 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
 
             def comp(n, th=th, k=k):
                 set_threads(th)
-                return simulate(system, state0, DT, n, n, compile=True, steps_per_call=k).rho[-1].numpy()
+                return simulate(system, state0, DT, n, n, compile=True, steps_per_call=k, threads=None).rho[-1].numpy()
 
             set_threads(th)
             t0 = time.perf_counter()
@@ -379,8 +379,8 @@ def run_case(case: Case, args, loads: list[float]) -> tuple[list[Method], dict]:
     # Accuracy: every method integrates check_steps steps from the same state.
     set_threads(max(args.threads))
     n = case.check_steps
-    ref = simulate(system, state0, DT, n, n).rho[-1].numpy()
-    fine = simulate(system, state0, DT / 8, 8 * n, 8 * n).rho[-1].numpy()
+    ref = simulate(system, state0, DT, n, n, compile=False).rho[-1].numpy()
+    fine = simulate(system, state0, DT / 8, 8 * n, 8 * n, compile=False).rho[-1].numpy()
     for m in methods:
         n_chk = n - n % m.quantum
         rho = m.run(n_chk) if n_chk == n else None
