@@ -16,8 +16,9 @@ g = 2.0 (the defaults of docs/physics.md), for
   it runs a few trajectories and its throughput is extrapolated per trajectory (they are independent).
 
 * the default path: what `qcsurrogate simulate` chooses by itself (`qcsurrogate.execution`) for a long
-  run of the case (100,000 steps): compile, one thread per process, one process per core (each on its
-  slice of the trajectories, persistent worker processes started and compiled before timing);
+  run of the case (100,000 steps) at the machine's load when the case starts: compile (4 steps per call
+  at small L), one thread per process, one process per idle core (several: persistent worker processes,
+  each on its slice of the trajectories, started and compiled before timing);
 * a C++ reference (benchmarks/cpp_reference/holstein_rk4.cpp: a STAND-IN for the authors' C++
   simulator, which is not available here; same equations, dense H, plain RK4, g++ -O3 -march=native),
   in one process and in two processes at once (each on half of the trajectories: one per core).
@@ -179,7 +180,8 @@ LONG_RUN_STEPS = 100_000
 """The length of run the default path is resolved for: long enough that compiling pays (a real data set)."""
 
 
-def _worker(conn, L: int, g: float, arrays: dict, dt: float, compile: bool, threads: int | None, warm: bool) -> None:
+def _worker(conn, L: int, g: float, arrays: dict, dt: float, compile: bool, threads: int | None, warm: bool,
+            spc: int = 1) -> None:
     """A persistent worker: integrates its slice on request, returns (seconds, CPU seconds, final rho)."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     if not warm:
@@ -188,14 +190,14 @@ def _worker(conn, L: int, g: float, arrays: dict, dt: float, compile: bool, thre
         inductor_config.force_disable_caches = True
     system = qcsurrogate.load_system("holstein", L=L, g=g)
     state = State({"Q": torch.from_numpy(arrays["Q"]), "P": torch.from_numpy(arrays["P"])}, torch.from_numpy(arrays["rho"]))
-    simulate(system, state, dt, 1, 1, compile=compile, threads=threads)  # trace before timing
+    simulate(system, state, dt, spc, spc, compile=compile, threads=threads, steps_per_call=spc)  # trace first
     conn.send("ready")
     while True:
         n = conn.recv()
         if n is None:
             return
         c0, t0 = time.process_time(), time.perf_counter()
-        rho = simulate(system, state, dt, n, n, compile=compile, threads=threads).rho[-1].numpy()
+        rho = simulate(system, state, dt, n, n, compile=compile, threads=threads, steps_per_call=spc).rho[-1].numpy()
         conn.send((time.perf_counter() - t0, time.process_time() - c0, rho))
 
 
@@ -203,7 +205,7 @@ class ProcessGroup:
     """`n` persistent spawned processes, each holding a contiguous slice of the batch (one per core)."""
 
     def __init__(self, n: int, L: int, g: float, state0: State, dt: float, compile: bool, threads: int | None,
-                 warm: bool) -> None:
+                 warm: bool, spc: int = 1) -> None:
         ctx = multiprocessing.get_context("spawn")
         B = state0.rho.shape[0]
         bounds = [(i * B // n, (i + 1) * B // n) for i in range(n)]
@@ -212,7 +214,7 @@ class ProcessGroup:
             parent, child = ctx.Pipe()
             arrays = {"Q": state0["Q"][a:b].numpy().copy(), "P": state0["P"][a:b].numpy().copy(),
                       "rho": state0.rho[a:b].numpy().copy()}
-            p = ctx.Process(target=_worker, args=(child, L, g, arrays, dt, compile, threads, warm), daemon=True)
+            p = ctx.Process(target=_worker, args=(child, L, g, arrays, dt, compile, threads, warm, spc), daemon=True)
             p.start()
             self.conns.append(parent)
             self.procs.append(p)
@@ -290,22 +292,26 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
 
     # The default path, as `qcsurrogate simulate` resolves it for a long run of this case on this machine.
     ex = resolve_execution(compile="auto", threads="auto", processes="auto", shards="auto", device="cpu", L=L,
-                           n_traj=B, n_steps=LONG_RUN_STEPS)
+                           n_traj=B, n_steps=LONG_RUN_STEPS, step_counts=(4,))
     print(f"  default path for L={L} x {B}: {ex.describe()}", flush=True)
-    args.defaults.append(f"L = {L} x {B}: {'compiled' if ex.compile else 'eager'}, {ex.processes} process"
-                         f"{'es' * (ex.processes > 1)} x {ex.threads or torch.get_num_threads()} thread")
+    args.defaults.append(f"L = {L} x {B}: {'compiled' if ex.compile else 'eager'}"
+                         f"{f' spc={ex.steps_per_call}' if ex.steps_per_call > 1 else ''}, {ex.processes} process"
+                         f"{'es' * (ex.processes > 1)} x {ex.threads or torch.get_num_threads()} thread "
+                         f"(load average {os.getloadavg()[0]:.2f} at the choice)")
     if ex.processes == 1:
 
         def default(n, ex=ex):
-            return simulate(system, state0, DT, n, n, compile=ex.compile, threads=ex.threads).rho[-1].numpy()
+            return simulate(system, state0, DT, n, n, compile=ex.compile, threads=ex.threads,
+                            steps_per_call=ex.steps_per_call).rho[-1].numpy()
 
         set_threads(1)
-        default(1)  # trace
-        methods.append(Method(DEFAULT, 1, default, B))
+        default(ex.steps_per_call)  # trace
+        methods.append(Method(DEFAULT, 1, default, B, quantum=ex.steps_per_call))
     else:
-        group = ProcessGroup(ex.processes, L, G, state0, DT, ex.compile, ex.threads, args.warm_cache)
+        group = ProcessGroup(ex.processes, L, G, state0, DT, ex.compile, ex.threads, args.warm_cache,
+                             ex.steps_per_call)
         args.cleanup.append(group.close)
-        m = Method(DEFAULT, ex.processes, group.run, B)
+        m = Method(DEFAULT, ex.processes, group.run, B, quantum=ex.steps_per_call)
         m.cpu_of = lambda group=group: group.cpu  # type: ignore[attr-defined]
         methods.append(m)
 

@@ -90,6 +90,7 @@ def generate_data(
     extra_attrs: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     cores: int | None = None,
+    load: float | None = None,
     ranks: tuple[int, int] | None = None,
 ) -> GenerationReport:
     """Integrate the configured scenario into `path` (one file, or a master over `path`'s shards).
@@ -120,12 +121,14 @@ def generate_data(
         compile=sim.compile if compile is None else compile, threads=sim.threads if threads is None else threads,
         processes=(world if world > 1 else sim.processes) if processes is None else processes,
         shards=sim.shards if shards is None else shards, device=sim.device, L=system.L, n_traj=n_traj,
-        n_steps=total_steps, cores=cores,
+        n_steps=total_steps, cores=cores, load=load, step_counts=(sim.save_every, sim.discard_steps),
     )
     extra = {"data_config": data.model_dump(mode="json", include={"system", "scenario", "simulation"}),
              **dict(extra_attrs or {})}
     storage = {"precision": sim.precision, "compression": compression, "compression_opts": compression_opts}
     compute = {"compile": ex.compile, "threads": ex.threads, "device": sim.device}
+    if ex.steps_per_call != 1:  # absent at 1, as in plans written before it existed
+        compute["steps_per_call"] = ex.steps_per_call
     identity = {"data": data.identity(), "compute": compute}
     plan = SH.read_plan(path)
     resumable = plan is not None and {k: plan.get(k) for k in ("identity", "storage")} == {
@@ -146,7 +149,8 @@ def generate_data(
         n_shards = len(plan["ranges"])
         if ex.shards != n_shards:
             ex = Execution(ex.compile, ex.threads, min(ex.processes, n_shards), n_shards,
-                           (*ex.reasons[:3], f"shards: {n_shards} (as planned by the interrupted generation)"))
+                           (*ex.reasons[:3], f"shards: {n_shards} (as planned by the interrupted generation)"),
+                           ex.steps_per_call)
     else:
         if SH.shard_dir(path).exists() and any(SH.shard_dir(path).iterdir()) and rank == 0:
             if not overwrite:
@@ -187,7 +191,7 @@ def generate_data(
     if world > 1:
         _wait_for_shards(path, plan, n_time, log)
     options = {"solver": sim.solver, "device": sim.device, "compile": ex.compile, "threads": ex.threads,
-               "processes": ex.processes, "shards": n_shards}
+               "steps_per_call": ex.steps_per_call, "processes": ex.processes, "shards": n_shards}
     SH.write_master(path, plan, overwrite=True, extra_attrs=extra, simulation_options=options,
                     batch_shape=plan.get("batch_shape"))
     peaks["main"] = max(peaks["main"], _peak_rss_mb())
@@ -205,7 +209,7 @@ def _single_file(data: DataConfig, path: Path, system: System, state0: State, ex
         scenario=data.scenario.name, scenario_kwargs=data.scenario.kwargs, precision=storage["precision"],
         compression=storage["compression"], compression_opts=storage["compression_opts"], overwrite=overwrite,
         extra_attrs=extra, discard_steps=sim.discard_steps, solver=sim.solver, device=sim.device,
-        compile=ex.compile, threads=ex.threads, progress=progress,
+        compile=ex.compile, threads=ex.threads, progress=progress, steps_per_call=ex.steps_per_call,
     )
 
 
@@ -220,7 +224,8 @@ def _task(data: DataConfig, path: Path, plan: Mapping[str, Any], index: int, sta
         "path": str(SH.shard_path(path, index, len(plan["ranges"]))),
         "index": index, "n_shards": len(plan["ranges"]), "range": [a, b],
         "fields": {k: v.numpy() for k, v in part.fields.items()}, "rho": part.rho.numpy(),
-        "compile": ex.compile, "threads": ex.threads, "storage": dict(storage), "discard_steps": discard_steps,
+        "compile": ex.compile, "threads": ex.threads, "steps_per_call": ex.steps_per_call,
+        "storage": dict(storage), "discard_steps": discard_steps,
         "extra": {**extra, "shard": {"index": index, "of": len(plan["ranges"]), "trajectories": [a, b],
                                      "plan_sha256": SH.plan_digest(plan)}},
     }
@@ -243,6 +248,7 @@ def _run_shard(task: Mapping[str, Any], progress: bool | None = False) -> dict[s
         compression=st["compression"], compression_opts=st["compression_opts"], overwrite=True,
         extra_attrs=task["extra"], discard_steps=task["discard_steps"], solver=sim.solver, device=sim.device,
         compile=task["compile"], threads=task["threads"], progress=progress,
+        steps_per_call=task["steps_per_call"],
     )
     return {"index": task["index"], "n_traj": task["range"][1] - task["range"][0],
             "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(), "pid": os.getpid()}

@@ -447,7 +447,8 @@ def simulate_to_file(
         discard_steps + n_steps)
     options = {"solver": solver, "device": device, "compile": simulate_kwargs["compile"]}
     if discard_steps:
-        warm = {k: v for k, v in simulate_kwargs.items() if k in ("solver", "device", "compile", "threads")}
+        warm = {k: v for k, v in simulate_kwargs.items()
+                if k in ("solver", "device", "compile", "threads", "steps_per_call")}
         state0 = simulate(system, state0, dt, discard_steps, discard_steps, dtype=torch.float64, **warm).index(-1)
     writer = TrajectoryWriter(
         path,
