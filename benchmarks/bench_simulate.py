@@ -24,7 +24,7 @@ g = 2.0 (the defaults of docs/physics.md), for
   in one process and in two processes at once (each on half of the trajectories: one per core).
 
 Everything runs round-robin: each of `--repeats` rounds times every method once (in
-a rotated order), so all methods see the same machine load; throughputs are medians over rounds and
+a shuffled order), so all methods see the same machine load; throughputs are medians over rounds and
 ratios are medians of the per-round ratios. Before timing, every method integrates `check_steps`
 steps from the same initial state and its max |rho - rho_ref| is printed, against the float64 eager
 `simulate` result (same algorithm: agreement to round-off, amplified by the quench's instability)
@@ -43,6 +43,7 @@ import glob
 import math
 import os
 import platform
+import random
 import re
 import statistics
 import sys
@@ -402,7 +403,10 @@ def run_case(case: Case, args, loads: list[float]) -> tuple[list[Method], dict]:
     for m in methods:
         m.n_steps = calibrate(m, args.min_time, args.max_steps.get(m.name.split()[0], 10**7))
     for r in range(args.repeats):
-        order = methods[r % len(methods) :] + methods[: r % len(methods)]
+        # A fresh random order each round (seeded): a method must not always follow the same one, e.g. the
+        # 2-thread OpenBLAS row, whose threads keep spinning for a while after it returns.
+        order = list(methods)
+        random.Random(r).shuffle(order)
         for m in order:
             children = getattr(m, "cpu_children", False)
             c0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime if children else time.process_time()
