@@ -282,6 +282,9 @@ def test_cli_simulate_shards_logs_its_choices_and_resumes(tmp_path, single, caps
     err = capsys.readouterr().err
     assert "execution: compile: false (given); threads: 1 (auto" in err and "shards: 2 (given)" in err
     assert torch.equal(load(tmp_path / "cli.h5")[0].rho, load(single)[0].rho)
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "cli.h5")]) == 0  # a master file inspects like any trajectory file
+    assert "trajectories  5 (batch shape (5,))" in capsys.readouterr().out
     assert main(["simulate", str(cfg)]) == 2  # exists: refused without --force
     assert main(["simulate", str(cfg), "-f", "-j", "1", "--shards", "1"]) == 0
     assert not SH.shard_dir(tmp_path / "cli.h5").exists()
