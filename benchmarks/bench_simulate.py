@@ -19,6 +19,8 @@ g = 2.0 (the defaults of docs/physics.md), for
   run of the case (100,000 steps) at the machine's load when the case starts: compile (4 steps per call
   at small L), one thread per process, one process per idle core (several: persistent worker processes,
   each on its slice of the trajectories, started and compiled before timing);
+* compiled on two persistent processes whatever the load ("x2 procs", when the default path chose one
+  process), so that one process per core is always among the configurations the default is judged against;
 * a C++ reference (benchmarks/cpp_reference/holstein_rk4.cpp: a STAND-IN for the authors' C++
   simulator, which is not available here; same equations, dense H, plain RK4, g++ -O3 -march=native),
   in one process and in two processes at once (each on half of the trajectories: one per core).
@@ -315,6 +317,15 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
         m = Method(DEFAULT, ex.processes, group.run, B, quantum=ex.steps_per_call)
         m.cpu_of = lambda group=group: group.cpu  # type: ignore[attr-defined]
         methods.append(m)
+
+    # A candidate for the best configuration that the default path may not pick: compiled, one process per
+    # core (2 here), one thread each, whatever the load.
+    if B >= 2 and ex.processes != 2:
+        group2 = ProcessGroup(2, L, G, state0, DT, True, 1, args.warm_cache, ex.steps_per_call)
+        args.cleanup.append(group2.close)
+        m2 = Method(TWO_PROCS, 2, group2.run, B, quantum=ex.steps_per_call)
+        m2.cpu_of = lambda group2=group2: group2.cpu  # type: ignore[attr-defined]
+        methods.append(m2)
 
     # The C++ reference (stand-in for the authors' simulator): one process, and one per core at once.
     if args.cpp is not None:
@@ -668,6 +679,7 @@ def ivp_name(meth: str, rtol: float) -> str:
 
 NUMPY = "numpy dense RK4"
 DEFAULT = "default path"
+TWO_PROCS = "simulate compiled x2 procs"
 CPP = "C++ reference (stand-in)"
 CPP2 = "C++ reference (stand-in) x2 procs"
 IVP_SPEC = ivp_name("RK45", 1e-8)  # the issue's baseline

@@ -9,12 +9,11 @@ The rules, with the measurements behind them (docs/performance.md, 2-core machin
 * compile: on CPU when the run would take at least `COMPILE_MIN_EAGER_S` eagerly. Tracing costs about
   5-20 s once per process and shape; the compiled step is 3-4x faster, so shorter runs would not repay it.
   Off on other devices (the compiled path is only measured on CPU here).
-* processes: one per idle core, capped by the trajectories and by the work: each process must have at
-  least `PROCESS_MIN_EAGER_S` of (eager-estimated) work, since spawning one costs seconds of start-up and
-  its own tracing. Idle cores are the cores less the 1-minute load average at the start (at least 1):
-  on a machine whose cores other jobs keep busy, a second process gets no second core, and splitting the
-  batch only costs per-call overhead (measured: 0.72-0.75x of one process on the busy 2-core machine).
-  The number of processes never changes the numbers (each shard is integrated alone, one thread).
+* processes: one per core, capped by the trajectories and by the work: each process must have at least
+  `PROCESS_MIN_EAGER_S` of (eager-estimated) work, since spawning one costs seconds of start-up and its
+  own tracing. Other jobs' load is not taken into account: on the busy 2-core machine two processes
+  ran at 0.75-0.88x of one in some runs and 1.4-1.8x in others (docs/performance.md); the number of
+  processes never changes the numbers (each shard is integrated alone, one thread).
 * steps_per_call (compiled): 4 RK steps per compiled call for L <= 16, where the per-call overhead is a
   large share of a step (measured 1.2x at L = 8 x 256), else 1 (slower at L = 32 and 256). Decided on L
   only, so a run integrates with the same kernels whatever its number of processes.
@@ -61,16 +60,6 @@ def eager_seconds(L: int, n_traj: int, n_steps: int) -> float:
 
 SMALL_L_UNROLL = 16
 """Largest L at which compiled runs unroll 4 steps per call."""
-
-
-def idle_cores(cores: int, load: float | None = None) -> int:
-    """Cores not kept busy by other work: `cores` less the 1-minute load average (at least 1)."""
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # not available: assume idle
-            load = 0.0
-    return max(1, min(cores, int(cores - load + 0.75)))
 
 
 def resolve_steps_per_call(compile: bool, L: int, *step_counts: int) -> int:
@@ -124,8 +113,7 @@ class Execution:
 
 def resolve_execution(
     *, compile: bool | Auto, threads: int | Auto | None, processes: int | Auto, shards: int | Auto,
-    device: str, L: int, n_traj: int, n_steps: int, cores: int | None = None, load: float | None = None,
-    step_counts: tuple[int, ...] = (),
+    device: str, L: int, n_traj: int, n_steps: int, cores: int | None = None, step_counts: tuple[int, ...] = (),
 ) -> Execution:
     """Resolve every `auto` of a data generation of `n_traj` trajectories x `n_steps` steps at size L.
 
@@ -141,12 +129,10 @@ def resolve_execution(
     est = eager_seconds(L, n_traj, n_steps)
     if processes == "auto":
         by_work = max(1, int(est // PROCESS_MIN_EAGER_S))
-        idle = idle_cores(cores, load)
-        n_proc = max(1, min(cores, idle, n_traj, by_work))
-        limit = min((cores, "cores"), (idle, "idle cores"), (n_traj, "trajectories"), (by_work, "work"),
-                    key=lambda x: x[0])[1]
-        why_proc = (f"processes: {n_proc} (auto: {cores} core{'s' * (cores != 1)} ({idle} idle), {n_traj} "
-                    f"trajectories, ~{_fmt_s(est)} eager work; limited by the {limit})")
+        n_proc = max(1, min(cores, n_traj, by_work))
+        limit = min((cores, "cores"), (n_traj, "trajectories"), (by_work, "work"), key=lambda x: x[0])[1]
+        why_proc = (f"processes: {n_proc} (auto: {cores} core{'s' * (cores != 1)}, {n_traj} trajectories, "
+                    f"~{_fmt_s(est)} eager work; limited by the {limit})")
     else:
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ValueError(f"processes must be 'auto' or an integer >= 1, got {processes!r}")

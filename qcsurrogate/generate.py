@@ -90,7 +90,6 @@ def generate_data(
     extra_attrs: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     cores: int | None = None,
-    load: float | None = None,
     ranks: tuple[int, int] | None = None,
 ) -> GenerationReport:
     """Integrate the configured scenario into `path` (one file, or a master over `path`'s shards).
@@ -121,7 +120,7 @@ def generate_data(
         compile=sim.compile if compile is None else compile, threads=sim.threads if threads is None else threads,
         processes=(world if world > 1 else sim.processes) if processes is None else processes,
         shards=sim.shards if shards is None else shards, device=sim.device, L=system.L, n_traj=n_traj,
-        n_steps=total_steps, cores=cores, load=load, step_counts=(sim.save_every, sim.discard_steps),
+        n_steps=total_steps, cores=cores, step_counts=(sim.save_every, sim.discard_steps),
     )
     extra = {"data_config": data.model_dump(mode="json", include={"system", "scenario", "simulation"}),
              **dict(extra_attrs or {})}

@@ -71,25 +71,21 @@ def single(tmp_path_factory) -> Path:
 # -- auto choices ----------------------------------------------------------------------------------------
 def test_auto_choices_follow_the_size_of_the_job():
     tiny = resolve_execution(compile="auto", threads="auto", processes="auto", shards="auto", device="cpu",
-                             L=6, n_traj=5, n_steps=12, cores=8, load=0.0)
+                             L=6, n_traj=5, n_steps=12, cores=8)
     assert (tiny.compile, tiny.threads, tiny.processes, tiny.shards) == (False, 1, 1, 1)
     assert "too short" in tiny.describe() and "limited by the work" in tiny.describe()
     # the published-scale L = 32 set: compile, one process per core, shards dividing the ensemble evenly
     big = resolve_execution(compile="auto", threads="auto", processes="auto", shards="auto", device="cpu",
-                            L=32, n_traj=1200, n_steps=131200, cores=2, load=0.0, step_counts=(128, 3200))
+                            L=32, n_traj=1200, n_steps=131200, cores=2, step_counts=(128, 3200))
     assert (big.compile, big.threads, big.processes) == (True, 1, 2)
     assert big.shards % 2 == 0 and 1200 % big.shards == 0 and big.shards >= 2
     assert "limited by the cores" in big.describe() and big.steps_per_call == 1
     few = resolve_execution(compile="auto", threads="auto", processes="auto", shards="auto", device="cpu",
-                            L=32, n_traj=3, n_steps=10**6, cores=16, load=0.0)
+                            L=32, n_traj=3, n_steps=10**6, cores=16)
     assert few.processes == 3 and "limited by the trajectories" in few.describe()
-    # a machine whose cores other jobs keep busy: one process (the count never changes the numbers)
-    busy = resolve_execution(compile="auto", threads="auto", processes="auto", shards="auto", device="cpu",
-                             L=32, n_traj=1200, n_steps=131200, cores=2, load=3.1)
-    assert busy.processes == 1 and "limited by the idle cores" in busy.describe()
     # small L unrolls 4 compiled steps per call when the step counts allow it
     small = dict(compile="auto", threads="auto", processes=1, shards=1, device="cpu", L=8, n_traj=256,
-                 n_steps=10**5, cores=2, load=0.0)
+                 n_steps=10**5, cores=2)
     assert resolve_execution(**small, step_counts=(4, 800)).steps_per_call == 4
     assert resolve_execution(**small, step_counts=(3, 800)).steps_per_call == 1
 
