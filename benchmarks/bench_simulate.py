@@ -16,9 +16,9 @@ g = 2.0 (the defaults of docs/physics.md), for
   it runs a few trajectories and its throughput is extrapolated per trajectory (they are independent).
 
 * the default path: what `qcsurrogate simulate` chooses by itself (`qcsurrogate.execution`) for a long
-  run of the case (100,000 steps) at the machine's load when the case starts: compile (4 steps per call
-  at small L), one thread per process, one process per idle core (several: persistent worker processes,
-  each on its slice of the trajectories, started and compiled before timing);
+  run of the case (100,000 steps): compile (4 steps per call at small L), one thread per process, one
+  process per core (several: persistent worker processes, each on its slice of the trajectories, started
+  and compiled before timing);
 * compiled on two persistent processes whatever the load ("x2 procs", when the default path chose one
   process), so that one process per core is always among the configurations the default is judged against;
 * a C++ reference (benchmarks/cpp_reference/holstein_rk4.cpp: a STAND-IN for the authors' C++
@@ -299,8 +299,7 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
     print(f"  default path for L={L} x {B}: {ex.describe()}", flush=True)
     args.defaults.append(f"L = {L} x {B}: {'compiled' if ex.compile else 'eager'}"
                          f"{f' spc={ex.steps_per_call}' if ex.steps_per_call > 1 else ''}, {ex.processes} process"
-                         f"{'es' * (ex.processes > 1)} x {ex.threads or torch.get_num_threads()} thread "
-                         f"(load average {os.getloadavg()[0]:.2f} at the choice)")
+                         f"{'es' * (ex.processes > 1)} x {ex.threads or torch.get_num_threads()} thread")
     if ex.processes == 1:
 
         def default(n, ex=ex):
