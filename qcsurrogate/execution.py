@@ -12,7 +12,7 @@ The rules, with the measurements behind them (docs/performance.md, 2-core machin
 * processes: one per core, capped by the trajectories and by the work: each process must have at least
   `PROCESS_MIN_EAGER_S` of (eager-estimated) work, since spawning one costs seconds of start-up and its
   own tracing. Other jobs' load is not taken into account: on the busy 2-core machine two processes
-  ran at 0.75-0.88x of one in some runs and 1.4-1.8x in others (docs/performance.md); the number of
+  ran at 0.75-0.88x of one in some runs and 1.4-1.7x in others (docs/performance.md); the number of
   processes never changes the numbers (each shard is integrated alone, one thread).
 * steps_per_call (compiled): 4 RK steps per compiled call for L <= 16, where the per-call overhead is a
   large share of a step (measured 1.2x at L = 8 x 256), else 1 (slower at L = 32 and 256). Decided on L
