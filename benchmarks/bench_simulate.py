@@ -15,8 +15,18 @@ g = 2.0 (the defaults of docs/physics.md), for
   dt = 0.08 (the accuracy-matched comparison). It is adaptive, so its "steps" are simulated time / 0.08;
   it runs a few trajectories and its throughput is extrapolated per trajectory (they are independent).
 
-Everything runs in one process, round-robin: each of `--repeats` rounds times every method once (in
-a rotated order), so all methods see the same machine load; throughputs are medians over rounds and
+* the default path: what `qcsurrogate simulate` chooses by itself (`qcsurrogate.execution`) for a long
+  run of the case (100,000 steps): compile (4 steps per call at small L), one thread per process, one
+  process per core (several: persistent worker processes, each on its slice of the trajectories, started
+  and compiled before timing);
+* compiled on two persistent processes whatever the load ("x2 procs", when the default path chose one
+  process), so that one process per core is always among the configurations the default is judged against;
+* a C++ reference (benchmarks/cpp_reference/holstein_rk4.cpp: a STAND-IN for the authors' C++
+  simulator, which is not available here; same equations, dense H, plain RK4, g++ -O3 -march=native),
+  in one process and in two processes at once (each on half of the trajectories: one per core).
+
+Everything runs round-robin: each of `--repeats` rounds times every method once (in
+a shuffled order), so all methods see the same machine load; throughputs are medians over rounds and
 ratios are medians of the per-round ratios. Before timing, every method integrates `check_steps`
 steps from the same initial state and its max |rho - rho_ref| is printed, against the float64 eager
 `simulate` result (same algorithm: agreement to round-off, amplified by the quench's instability)
@@ -35,6 +45,7 @@ import glob
 import math
 import os
 import platform
+import random
 import re
 import statistics
 import sys
@@ -49,8 +60,16 @@ import scipy
 import torch
 from scipy.integrate import solve_ivp
 
+import multiprocessing
+import resource
+import tempfile
+
 import qcsurrogate
 from qcsurrogate import State, simulate
+from qcsurrogate.execution import resolve_execution
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpp_ref  # noqa: E402 - the C++ reference (stand-in for the authors' simulator)
 
 ROOT = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch inductor internals
@@ -160,6 +179,84 @@ class Method:
         return self.n_traj * self.n_steps / seconds
 
 
+LONG_RUN_STEPS = 100_000
+"""The length of run the default path is resolved for: long enough that compiling pays (a real data set)."""
+
+
+def _worker(conn, L: int, g: float, arrays: dict, dt: float, compile: bool, threads: int | None, warm: bool,
+            spc: int = 1) -> None:
+    """A persistent worker: integrates its slice on request, returns (seconds, CPU seconds, final rho)."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if not warm:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.force_disable_caches = True
+    system = qcsurrogate.load_system("holstein", L=L, g=g)
+    state = State({"Q": torch.from_numpy(arrays["Q"]), "P": torch.from_numpy(arrays["P"])}, torch.from_numpy(arrays["rho"]))
+    simulate(system, state, dt, spc, spc, compile=compile, threads=threads, steps_per_call=spc)  # trace first
+    conn.send("ready")
+    while True:
+        n = conn.recv()
+        if n is None:
+            return
+        c0, t0 = time.process_time(), time.perf_counter()
+        rho = simulate(system, state, dt, n, n, compile=compile, threads=threads, steps_per_call=spc).rho[-1].numpy()
+        conn.send((time.perf_counter() - t0, time.process_time() - c0, rho))
+
+
+class ProcessGroup:
+    """`n` persistent spawned processes, each holding a contiguous slice of the batch (one per core)."""
+
+    def __init__(self, n: int, L: int, g: float, state0: State, dt: float, compile: bool, threads: int | None,
+                 warm: bool, spc: int = 1) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        B = state0.rho.shape[0]
+        bounds = [(i * B // n, (i + 1) * B // n) for i in range(n)]
+        self.conns, self.procs = [], []
+        for a, b in bounds:
+            parent, child = ctx.Pipe()
+            arrays = {"Q": state0["Q"][a:b].numpy().copy(), "P": state0["P"][a:b].numpy().copy(),
+                      "rho": state0.rho[a:b].numpy().copy()}
+            p = ctx.Process(target=_worker, args=(child, L, g, arrays, dt, compile, threads, warm, spc), daemon=True)
+            p.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+        for c in self.conns:
+            assert c.recv() == "ready"
+        self.cpu = 0.0
+
+    def run(self, n: int) -> np.ndarray:
+        for c in self.conns:
+            c.send(n)
+        out = [c.recv() for c in self.conns]
+        self.cpu = sum(o[1] for o in out)
+        return np.concatenate([o[2] for o in out])
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.send(None)
+        for p in self.procs:
+            p.join(timeout=10)
+
+
+def cpp_runner(binary: Path, params, state0: State, n_procs: int, workdir: Path) -> Callable[[int], np.ndarray]:
+    """The C++ reference on `n_procs` processes at once, each on a contiguous slice of the batch."""
+    Q, P, rho = state0["Q"].numpy(), state0["P"].numpy(), state0.rho.numpy()
+    B = Q.shape[0]
+    bounds = [(i * B // n_procs, (i + 1) * B // n_procs) for i in range(n_procs)]
+
+    def run(n: int) -> np.ndarray:
+        started = [cpp_ref.start(binary, params, Q[a:b], P[a:b], rho[a:b], DT, n, workdir, tag=str(i))
+                   for i, (a, b) in enumerate(bounds) if b > a]
+        for proc, _ in started:
+            if proc.wait() != 0:
+                raise RuntimeError("the C++ reference failed")
+        return np.concatenate([cpp_ref.unpack(np.fromfile(out, dtype=np.float64).reshape(-1, 2 * Q.shape[1] + 2 * Q.shape[1] ** 2), Q.shape[1])[2]
+                               for _, out in started])
+
+    return run
+
+
 def make_methods(case: Case, args, system, state0: State) -> list[Method]:
     L, B = case.L, case.n_traj
     hp = system.params
@@ -172,7 +269,7 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
 
         def eager(n, th=th):
             set_threads(th)
-            return simulate(system, state0, DT, n, n).rho[-1].numpy()
+            return simulate(system, state0, DT, n, n, compile=False, threads=None).rho[-1].numpy()
 
         methods.append(Method("simulate eager", th, eager, B))
 
@@ -180,7 +277,7 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
 
             def comp(n, th=th, k=k):
                 set_threads(th)
-                return simulate(system, state0, DT, n, n, compile=True, steps_per_call=k).rho[-1].numpy()
+                return simulate(system, state0, DT, n, n, compile=True, steps_per_call=k, threads=None).rho[-1].numpy()
 
             set_threads(th)
             t0 = time.perf_counter()
@@ -195,6 +292,48 @@ def make_methods(case: Case, args, system, state0: State) -> list[Method]:
             return numpy_rk4(p, T, Q0, P0, rho0, DT, n)[2]
 
         methods.append(Method("numpy dense RK4", th, dense, B))
+
+    # The default path, as `qcsurrogate simulate` resolves it for a long run of this case on this machine.
+    ex = resolve_execution(compile="auto", threads="auto", processes="auto", shards="auto", device="cpu", L=L,
+                           n_traj=B, n_steps=LONG_RUN_STEPS, step_counts=(4,))
+    print(f"  default path for L={L} x {B}: {ex.describe()}", flush=True)
+    args.defaults.append(f"L = {L} x {B}: {'compiled' if ex.compile else 'eager'}"
+                         f"{f' spc={ex.steps_per_call}' if ex.steps_per_call > 1 else ''}, {ex.processes} process"
+                         f"{'es' * (ex.processes > 1)} x {ex.threads or torch.get_num_threads()} thread")
+    if ex.processes == 1:
+
+        def default(n, ex=ex):
+            return simulate(system, state0, DT, n, n, compile=ex.compile, threads=ex.threads,
+                            steps_per_call=ex.steps_per_call).rho[-1].numpy()
+
+        set_threads(1)
+        default(ex.steps_per_call)  # trace
+        methods.append(Method(DEFAULT, 1, default, B, quantum=ex.steps_per_call))
+    else:
+        group = ProcessGroup(ex.processes, L, G, state0, DT, ex.compile, ex.threads, args.warm_cache,
+                             ex.steps_per_call)
+        args.cleanup.append(group.close)
+        m = Method(DEFAULT, ex.processes, group.run, B, quantum=ex.steps_per_call)
+        m.cpu_of = lambda group=group: group.cpu  # type: ignore[attr-defined]
+        methods.append(m)
+
+    # A candidate for the best configuration that the default path may not pick: compiled, one process per
+    # core (2 here), one thread each, whatever the load.
+    if B >= 2 and ex.processes != 2:
+        group2 = ProcessGroup(2, L, G, state0, DT, True, 1, args.warm_cache, ex.steps_per_call)
+        args.cleanup.append(group2.close)
+        m2 = Method(TWO_PROCS, 2, group2.run, B, quantum=ex.steps_per_call)
+        m2.cpu_of = lambda group2=group2: group2.cpu  # type: ignore[attr-defined]
+        methods.append(m2)
+
+    # The C++ reference (stand-in for the authors' simulator): one process, and one per core at once.
+    if args.cpp is not None:
+        work = Path(tempfile.mkdtemp(prefix="bench_cpp_"))
+        for n_procs in sorted({1, min(2, B)}):
+            m = Method(CPP if n_procs == 1 else CPP2, n_procs, cpp_runner(args.cpp, hp, state0, n_procs, work), B)
+            m.cpu_of = lambda: resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime  # type: ignore[attr-defined]
+            m.cpu_children = True  # type: ignore[attr-defined]
+            methods.append(m)
 
     n_ivp = min(B, case.ivp_traj)
     for meth, rtol, atol in IVP_VARIANTS:
@@ -228,7 +367,7 @@ class Case:
         return f"L={self.L} x {self.n_traj}"
 
 
-FULL_CASES = [Case(8, 256, 240, 8), Case(256, 1, 24, 1)]
+FULL_CASES = [Case(8, 256, 240, 8), Case(32, 64, 24, 2), Case(256, 1, 24, 1)]
 QUICK_CASES = [Case(4, 16, 8, 2), Case(32, 1, 4, 1)]
 
 
@@ -257,8 +396,8 @@ def run_case(case: Case, args, loads: list[float]) -> tuple[list[Method], dict]:
     # Accuracy: every method integrates check_steps steps from the same state.
     set_threads(max(args.threads))
     n = case.check_steps
-    ref = simulate(system, state0, DT, n, n).rho[-1].numpy()
-    fine = simulate(system, state0, DT / 8, 8 * n, 8 * n).rho[-1].numpy()
+    ref = simulate(system, state0, DT, n, n, compile=False).rho[-1].numpy()
+    fine = simulate(system, state0, DT / 8, 8 * n, 8 * n, compile=False).rho[-1].numpy()
     for m in methods:
         n_chk = n - n % m.quantum
         rho = m.run(n_chk) if n_chk == n else None
@@ -274,12 +413,22 @@ def run_case(case: Case, args, loads: list[float]) -> tuple[list[Method], dict]:
     for m in methods:
         m.n_steps = calibrate(m, args.min_time, args.max_steps.get(m.name.split()[0], 10**7))
     for r in range(args.repeats):
-        order = methods[r % len(methods) :] + methods[: r % len(methods)]
+        # A fresh random order each round (seeded): a method must not always follow the same one, e.g. the
+        # 2-thread OpenBLAS row, whose threads keep spinning for a while after it returns.
+        order = list(methods)
+        random.Random(r).shuffle(order)
         for m in order:
-            c0, t0 = time.process_time(), time.perf_counter()
+            children = getattr(m, "cpu_children", False)
+            c0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime if children else time.process_time()
+            t0 = time.perf_counter()
             m.run(m.n_steps)
             m.times.append(time.perf_counter() - t0)
-            m.cpu.append(time.process_time() - c0)
+            if children:
+                m.cpu.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - c0)
+            elif hasattr(m, "cpu_of"):
+                m.cpu.append(m.cpu_of())  # the worker processes' CPU time
+            else:
+                m.cpu.append(time.process_time() - c0)
         loads.append(os.getloadavg()[0])
         per = [f"{m.name.removeprefix('simulate ')}/{m.threads}: {m.throughput(m.times[-1]):,.0f}" for m in methods]
         print(f"  round {r + 1}/{args.repeats} (load {loads[-1]:.2f}) " + ", ".join(per), flush=True)
@@ -321,12 +470,23 @@ def summarise(case: Case, methods: list[Method]) -> list[dict]:
             "vs_ivp": find(IVP_SPEC),
             "vs_ivp_matched": find(IVP_MATCHED),
         }
+        bases["vs_cpp"] = find(CPP)
+        bases["vs_cpp2"] = find(CPP2)
         for key, b in bases.items():
             if b is None:
                 row[key] = math.nan
                 continue
             ratios = [m.throughput(t) / b.throughput(tb) for t, tb in zip(m.times, b.times)]
             row[key] = statistics.median(ratios)
+        # against the best simulate configuration of each round (the default path included)
+        configs = [x for x in methods if x.name.startswith("simulate") or x.name == DEFAULT]
+        per_round = []
+        for r in range(len(m.times)):
+            best = max(configs, key=lambda x: x.throughput(x.times[r]))
+            per_round.append((m.throughput(m.times[r]) / best.throughput(best.times[r]), best))
+        row["vs_best"] = statistics.median(v for v, _ in per_round)
+        names = [b.name + ("" if b.name == DEFAULT else f"/{b.threads}") for _, b in per_round]
+        row["best_method"] = max(set(names), key=names.count)
         rows.append(row)
     return rows
 
@@ -338,6 +498,20 @@ def targets(rows: list[dict], cases: list[Case]) -> list[dict]:
     small = [c for c in cases if c.n_traj > 1]
     specs = [(c, "vs_numpy", 2.0) for c in small] + [(c, "vs_numpy", 10.0) for c in big]
     specs += [(c, "vs_ivp", 50.0) for c in small]
+    for case in cases:  # issue 10: the default path against the best configuration measured, and the C++ reference
+        r = next((r for r in rows if r["case"] == case.label and r["method"] == DEFAULT), None)
+        if r is not None:
+            out.append({"target": ">= 0.8x the best configuration (default path)", "case": case.label,
+                        "threads": r["threads"], "best": f"{DEFAULT} (best: {r['best_method']})",
+                        "ratio": r["vs_best"], "met": r["vs_best"] >= 0.8})
+        if r is not None and case.L == 32 and not math.isnan(r.get("vs_cpp2", math.nan)):
+            out.append({"target": ">= 5x C++ reference (stand-in), both on 2 cores", "case": case.label,
+                        "threads": r["threads"], "best": DEFAULT, "ratio": r["vs_cpp2"], "met": r["vs_cpp2"] >= 5.0})
+            one = max((x for x in rows if x["case"] == case.label and x["threads"] == 1
+                       and x["method"].startswith("simulate compiled")), key=lambda x: x["thr"], default=None)
+            if one is not None:
+                out.append({"target": "C++ reference (stand-in) on 1 core, for scale", "case": case.label,
+                            "threads": 1, "best": one["method"], "ratio": one["vs_cpp"], "met": True})
     for case, key, goal in specs:
         cands = [r for r in rows if r["case"] == case.label and r["method"].startswith("simulate")]
         for th in sorted({r["threads"] for r in cands}):
@@ -370,7 +544,8 @@ def fmt_err(x: float) -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| method | case | threads | traj*steps/s (median) | min-max over rounds | vs numpy dense "
-        f"| vs {IVP_SPEC} | vs {IVP_MATCHED} | CPU share | compile s | max abs drho vs simulate f64 | vs RK4 dt/8 |"
+        f"| vs {IVP_SPEC} | vs {IVP_MATCHED} | vs C++ ref 1 proc | vs C++ ref 2 procs | vs best config "
+        "| CPU share | compile s | max abs drho vs simulate f64 | vs RK4 dt/8 |"
     )
     lines = [head, "|" + "---|" * (head.count(" | ") + 1)]
     for r in rows:
@@ -380,6 +555,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {name} | {r['case']} | {r['threads']} | {fmt_num(r['thr'])} | {fmt_num(lo)} - {fmt_num(hi)} "
             f"| {fmt_num(r['vs_numpy'])}x | {fmt_num(r['vs_ivp'])}x | {fmt_num(r['vs_ivp_matched'])}x "
+            f"| {fmt_num(r['vs_cpp'])}x | {fmt_num(r['vs_cpp2'])}x | {fmt_num(r['vs_best'])}x "
             f"| {r['cpu_share']:.2f} | {compile_s} | {fmt_err(r['err_ref'])} | {fmt_err(r['err_true'])} |"
         )
     return "\n".join(lines)
@@ -471,6 +647,15 @@ def render(rows, tg, info, infos, args, wall) -> str:
 
 {table(rows)}
 
+"default path" is what `qcsurrogate simulate` chooses by itself for a long run of the case
+({LONG_RUN_STEPS:,} steps) on this machine: {'; '.join(info.get('defaults', []))}. In its rows and the
+"x2 procs" rows, "threads" counts processes (one thread each) and "CPU share" is their CPU time over
+wall time (up to 2). "C++ reference (stand-in)" is benchmarks/cpp_reference/holstein_rk4.cpp, written
+here as a stand-in for the authors' C++ simulator (not available here): same equations, dense H, plain
+RK4, g++ -O3 -march=native ({info.get('cpp_check', 'agreement not checked')}). "vs best config" is
+the median over rounds of the row's throughput over the fastest `simulate` row (or default path) of the
+same round.
+
 traj*steps/s = trajectories x RK4 steps of dt = {DT} per second; for solve_ivp, which is adaptive,
 simulated time / {DT}. Median of {args.repeats} rounds. "spc=k" is
 `simulate(..., compile=True, steps_per_call=k)`. "CPU share" is the process's CPU time over wall time
@@ -492,6 +677,10 @@ def ivp_name(meth: str, rtol: float) -> str:
 
 
 NUMPY = "numpy dense RK4"
+DEFAULT = "default path"
+TWO_PROCS = "simulate compiled x2 procs"
+CPP = "C++ reference (stand-in)"
+CPP2 = "C++ reference (stand-in) x2 procs"
 IVP_SPEC = ivp_name("RK45", 1e-8)  # the issue's baseline
 IVP_MATCHED = ivp_name("DOP853", 1e-6)  # error close to RK4 at dt = 0.08 on the deep quench
 
@@ -509,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"), help="markdown file to update")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--no-cpp", action="store_true", help="leave out the C++ reference (needs g++)")
     args = ap.parse_args(argv)
     args.threads = [int(x) for x in args.threads.split(",")]
     args.steps_per_call = [int(x) for x in args.steps_per_call.split(",")]
@@ -528,7 +718,17 @@ def main(argv: list[str] | None = None) -> int:
 
         inductor_config.force_disable_caches = True  # honest cold-start compile times
 
+    args.cleanup, args.defaults = [], []
+    args.cpp = None if args.no_cpp else cpp_ref.build()
+    checks = []
+    if args.cpp is not None:
+        for L in (8, 32):
+            checks.append(f"L = {L}: max |drho| {cpp_ref.check(args.cpp, L=L, n_steps=100):.1e} against `simulate` "
+                          "after 100 steps")
+            print(f"C++ reference vs simulate: {checks[-1]}", flush=True)
     info = machine_info()
+    info["defaults"] = args.defaults
+    info["cpp_check"] = "; ".join(checks) or "not run"
     info["loads"] = [info["load"][0]]
     print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load'][0]:.2f}; torch {info['torch']}, "
           f"numpy {info['numpy']}, scipy {info['scipy']}; BLAS threads {info['blas_threads']}")  # fmt: skip
@@ -538,6 +738,9 @@ def main(argv: list[str] | None = None) -> int:
         methods, cinfo = run_case(case, args, info["loads"])
         infos[case.label] = cinfo
         rows += summarise(case, methods)
+        for close in args.cleanup:
+            close()
+        args.cleanup.clear()
     wall = time.perf_counter() - t_start
     tg = [] if args.quick else targets(rows, cases)  # the targets are for the full cases
     print("\n" + table(rows) + ("\n\n" + target_table(tg) if tg else ""))

@@ -151,7 +151,36 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, help="output file (overrides `output.path`)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: only for long runs on a terminal)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="overwrite an existing output file (and start over: discard shards of an interrupted run)")
+    p.add_argument("-j", "--processes", type=_auto_or_int, default=None, metavar="N|auto",
+                   help="worker processes, one shard at a time each (default: simulation.processes, auto = one "
+                        "per core, capped by trajectories and work)")
+    p.add_argument("--shards", type=_auto_or_int, default=None, metavar="N|auto",
+                   help="shard files to split the trajectories into (default: simulation.shards)")
+    p.add_argument("--threads", type=_auto_or_int, default=None, metavar="N|auto",
+                   help="torch threads per process (default: simulation.threads, auto = 1 on CPU)")
+    p.add_argument("--compile", type=_auto_or_bool, default=None, metavar="auto|true|false",
+                   help="torch.compile the step (default: simulation.compile, auto = when the run repays tracing)")
+
+
+def _auto_or_int(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}")
+    return value
+
+
+def _auto_or_bool(text: str) -> bool | str:
+    choices = {"auto": "auto", "true": True, "false": False}
+    if text.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {text!r}")
+    return choices[text.lower()]
 
 
 def _check_device(device: str) -> None:
@@ -167,7 +196,6 @@ def _check_device(device: str) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from .config import load_simulate_config
-    from .pipeline.stages import simulate_data
 
     cfg = load_simulate_config(args.config)
     out = args.output if args.output is not None else cfg.output.path
@@ -187,16 +215,30 @@ def _simulate(args: argparse.Namespace) -> int:
             f"scenario.kwargs: scenario '{cfg.scenario.name}' of system '{system.name}' rejected "
             f"{cfg.scenario.kwargs}: {err}"
         ) from err
+    from .generate import output_files, ranks_from_env
+    from .io.shards import remove_shards
+    from .pipeline.stages import simulate_data
+
+    rank, world = ranks_from_env()
+    if args.force and rank == 0:
+        remove_shards(out)  # start over; without --force a matching interrupted generation is resumed
     t_start = time.perf_counter()
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     simulate_data(
-        cfg, out, lambda msg: print(msg, file=sys.stderr), system=system, state0=state0,
+        cfg, out, log, system=system, state0=state0,
         compression=cfg.output.compression, compression_opts=cfg.output.compression_level,
         overwrite=args.force, extra_attrs={"config": cfg.model_dump(mode="json"), "config_file": str(args.config)},
-        progress=args.progress,
+        progress=args.progress, compile=args.compile, threads=args.threads, processes=args.processes,
+        shards=args.shards, ranks=(rank, world),
     )
     elapsed = time.perf_counter() - t_start
-    size = out.stat().st_size
-    print(f"wrote {out} ({sim.n_snapshots} snapshots, {size / 1e6:.2f} MB) in {elapsed:.1f} s")
+    if rank != 0:
+        print(f"rank {rank} of {world}: wrote its shards of {out} in {elapsed:.1f} s")
+        return EXIT_OK
+    files = output_files(out)
+    size = sum(f.stat().st_size for f in files)
+    layout = f", master over {len(files) - 1} shards in {files[1].parent}" if len(files) > 1 else ""
+    print(f"wrote {out} ({sim.n_snapshots} snapshots, {size / 1e6:.2f} MB{layout}) in {elapsed:.1f} s")
     return EXIT_OK
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -152,7 +152,40 @@ class SimulationConfig(StrictModel):
         description="storage precision of the trajectory: float64 (complex128 rho) or float32 (complex64 rho)",
     )
     device: str = Field(default="cpu", description="torch device for the integration, e.g. 'cpu', 'cuda:0'")
-    compile: bool = Field(default=False, description="fuse each step with torch.compile (worth it for long runs)")
+    compile: Literal["auto"] | bool = Field(
+        default="auto",
+        description="fuse each step with torch.compile: auto (when the run is long enough to repay the tracing), "
+        "true or false",
+    )
+    threads: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        default="auto", description="torch CPU threads per process: auto (1 on CPU: one process per core instead)",
+    )
+    processes: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        default="auto",
+        description="worker processes, each integrating its shards of the trajectories: auto (one per core, "
+        "capped by the trajectories and by the work)",
+    )
+    shards: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        default="auto",
+        description="files the trajectories are split into (OUT.shards/), the unit of resuming: auto (1 for "
+        "one process, else a few minutes of work each)",
+    )
+
+    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("threads", "processes", "shards")
+    """Options that change how the data are computed, not what they are: not part of the data's identity."""
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define the data (the data stage's input and the data file's name).
+
+        The execution-only options are left out, and `compile` is recorded as it was before `auto`
+        existed (a bool that was False unless set), so configs keep the identity they had: auto and
+        false are the same data (equal to round-off, like every compile choice), an explicit true keeps
+        the identity it was recorded with."""
+        data = self.model_dump(mode="json")
+        for key in self.EXECUTION_ONLY:
+            data.pop(key, None)
+        data["compile"] = self.compile is True
+        return data
 
     @field_validator("device")
     @classmethod
@@ -269,6 +302,12 @@ class DataConfig(StrictModel):
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the data (see `SimulationConfig.identity`): the dump, simulation by its identity."""
+        data = self.model_dump(mode="json", include={"system", "scenario"})
+        data["simulation"] = self.simulation.identity()
+        return data
 
     def build_system(self) -> System:
         return self.system.build()

@@ -6,9 +6,11 @@ RK4 is the reference; Euler and midpoint exist so convergence-order tests have s
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import types
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from .state import State
 from .system import System
 
 RHS = Callable[[State], State]
+log = logging.getLogger("qcsurrogate.simulate")
 
 
 @dataclass(frozen=True)
@@ -184,8 +187,9 @@ def simulate(
     sink: TrajectorySink | None = None,
     chunk_size: int = 256,
     progress: bool | None = None,
-    compile: bool = False,
+    compile: bool | str = "auto",
     steps_per_call: int = 1,
+    threads: int | str | None = "auto",
 ) -> State:
     """Integrate `system` from `state0` with a fixed step and return the saved trajectory.
 
@@ -196,6 +200,13 @@ def simulate(
     per system, solver, dt and state shape in a process: compiled steppers are cached). With `compile`,
     `steps_per_call` RK steps are unrolled into each compiled call (fewer Python round trips per step,
     tracing time grows about linearly); it must divide `save_every`, and is ignored without `compile`.
+
+    Defaults take the fast path where it is safe (rules in `qcsurrogate.execution`, logged at INFO on the
+    "qcsurrogate.simulate" logger): `compile="auto"` compiles on CPU when the run would take at least
+    ~30 s eagerly (the tracing would not pay for itself in shorter runs), falling back to eager with a
+    warning if the system's rhs cannot be traced; `threads="auto"` runs on 1 torch thread on CPU for
+    the call (restored after: use processes, not threads, for more cores); `threads=None` keeps torch's
+    setting. Compiled and eager results agree to round-off, not bit for bit.
     """
     if not dt > 0 or not math.isfinite(dt):
         raise ValueError(f"dt must be a positive finite number, got {dt}")
@@ -207,19 +218,51 @@ def simulate(
         raise ValueError("chunk_size must be >= 1")
     if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
         raise ValueError(f"steps_per_call must be an integer >= 1, got {steps_per_call!r}")
-    if compile and save_every % steps_per_call:
+    if compile is True and save_every % steps_per_call:
         raise ValueError(f"steps_per_call ({steps_per_call}) must divide save_every ({save_every})")
     missing = set(system.field_names) - set(state0.fields)
     if missing:
         raise ValueError(f"state lacks field(s) {sorted(missing)} required by system '{system.name}'")
     method = get_solver(solver)
     y = state0.to(device=device, dtype=dtype or state0.dtype)
-    if compile:
-        stride = steps_per_call
-        step: Callable[[State], State] = _compiled_stepper(system, method, dt, y, steps_per_call)
-    else:
-        stride = 1
-        step = lambda s: method.step(system.rhs, s, dt)  # noqa: E731
+    from .execution import resolve_compile, resolve_threads
+
+    n_traj = max(1, int(y.batch_shape.numel()))
+    auto_compile = compile == "auto"
+    compile, why_compile = resolve_compile(compile, y.rho.device, system.L, n_traj, n_steps)
+    n_threads, why_threads = resolve_threads(threads, y.rho.device)
+    if compile and save_every % steps_per_call:
+        raise ValueError(f"steps_per_call ({steps_per_call}) must divide save_every ({save_every})")
+    if auto_compile or threads == "auto":
+        log.info("simulate %s: %s; %s", system.name, why_compile, why_threads)
+    previous_threads = torch.get_num_threads()
+    if n_threads is not None and n_threads != previous_threads:
+        torch.set_num_threads(n_threads)
+    try:
+        return _integrate(system, method, y, dt, n_steps, save_every, sink, chunk_size, progress, compile,
+                          auto_compile, steps_per_call)
+    finally:
+        if torch.get_num_threads() != previous_threads:
+            torch.set_num_threads(previous_threads)
+
+
+def _integrate(
+    system: System, method: ExplicitRK, y: State, dt: float, n_steps: int, save_every: int,
+    sink: TrajectorySink | None, chunk_size: int, progress: bool | None, compile: bool, auto_compile: bool,
+    steps_per_call: int,
+) -> State:
+    """The stepping loop of `simulate` (arguments checked and resolved there)."""
+    eager: Callable[[State], State] = lambda s: method.step(system.rhs, s, dt)  # noqa: E731
+    stride = steps_per_call if compile else 1
+    step = _compiled_stepper(system, method, dt, y, steps_per_call) if compile else eager
+    if compile and auto_compile and n_steps >= stride:
+        try:  # the first call traces: a System whose rhs cannot be traced runs eagerly instead
+            with torch.no_grad():
+                step(y)
+        except Exception as err:  # noqa: BLE001 - torch.compile raises many types
+            warnings.warn(f"compile: auto could not trace {system.name}'s rhs ({type(err).__name__}: {err}); "
+                          "integrating eagerly", RuntimeWarning, stacklevel=3)
+            stride, step = 1, eager
 
     saved: list[State] = [y]
     bar = _progress(n_steps, progress, f"{system.name} {method.name}")

@@ -61,7 +61,8 @@ def test_good_config(tmp_path):
     cfg = load_simulate_config(_write(tmp_path, GOOD))
     assert cfg.system.params == {"L": 6, "c": 0.8}
     assert cfg.simulation.precision == "float64" and cfg.simulation.device == "cpu"
-    assert cfg.simulation.compile is False and cfg.simulation.solver == "rk4"
+    assert cfg.simulation.compile == "auto" and cfg.simulation.solver == "rk4"  # decided per run (execution.py)
+    assert (cfg.simulation.threads, cfg.simulation.processes, cfg.simulation.shards) == ("auto", "auto", "auto")
     assert cfg.simulation.n_snapshots == 26 and math.isclose(cfg.simulation.duration, 8.0)
     assert cfg.output.path == Path("out/traj.h5") and cfg.output.compression is None
     system = cfg.system.build()

@@ -72,6 +72,9 @@ CHANGES = [
     ("name", "renamed", {"plot"}),
     ("training.log_every", 1, set()),  # how a run is watched never invalidates what it made
     ("training.threads", 1, set()),
+    # how the data are computed is not what they are (issue 10): processes, shards, threads, compile auto/false
+    ("data.simulation.processes", 2, set()),
+    ("data.simulation.compile", False, set()),
     ("description", "same run, new words", set()),
     ("loading", "lazy", set()),  # how the data is read never changes what is made from it
 ]

@@ -173,6 +173,12 @@ class Trajectory:
                 raise self._err(f"dataset '/{key}' has shape {ds.shape}; the attributes imply {shape}")
             if ds.dtype != dtype:
                 raise self._err(f"dataset '/{key}' has dtype {ds.dtype}; precision '{prec}' implies {dtype}")
+            if ds.is_virtual:  # a sharded data set's master: HDF5 would read a missing shard as fill values
+                lost = sorted({s.file_name for s in ds.virtual_sources()
+                               if not (self.path.parent / s.file_name).is_file()})
+                if lost:
+                    raise self._err(f"dataset '/{key}' reads shard file(s) that are missing: {lost[:3]}"
+                                    f"{' ...' if len(lost) > 3 else ''} (relative to {self.path.parent})")
         if attrs["n_steps"] != (n_time - 1) * attrs["save_every"]:
             raise self._err(
                 f"is inconsistent: n_steps={attrs['n_steps']} but (n_time - 1) * save_every = "

@@ -419,7 +419,9 @@ def simulate_to_file(
     Memory stays flat in `n_steps` and bounded in the ensemble size: snapshots are written in chunks
     of `chunk_size`, by default as many as fit 64 MiB (`snapshots_per_write`, at most 256).
     The ground truth is computed in float64 whatever the storage `precision`. Extra keyword
-    arguments go to `simulate` (`solver`, `device`, `compile`, `progress`, `chunk_size`).
+    arguments go to `simulate` (`solver`, `device`, `compile`, `threads`, `progress`, `chunk_size`);
+    `compile="auto"` (the default) is decided on the whole run, transient included, and the choice is
+    recorded in the file's `simulation_options`.
     Returns `path`; on any error nothing is left at `path`.
     """
     from ..solvers import get_solver, simulate
@@ -429,20 +431,24 @@ def simulate_to_file(
         raise ValueError(f"ground truth is computed in float64; got dtype={dtype} (use precision= for storage)")
     if "sink" in simulate_kwargs:
         raise TypeError("simulate_to_file provides its own sink")
+    from ..execution import resolve_compile
+
     solver = get_solver(simulate_kwargs.get("solver", "rk4")).name
-    options = {
-        "solver": solver,
-        "device": str(simulate_kwargs.get("device") or state0.device),
-        "compile": bool(simulate_kwargs.get("compile", False)),
-    }
     if not (isinstance(n_steps, int) and n_steps >= 0):
         raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}")
     if not (isinstance(save_every, int) and save_every >= 1) or n_steps % save_every:
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every}) >= 1")
     if not (isinstance(discard_steps, int) and discard_steps >= 0):
         raise ValueError(f"discard_steps must be an integer >= 0, got {discard_steps!r}")
+    device = str(simulate_kwargs.get("device") or state0.device)
+    # `auto` is decided once for the transient and the stored window together (the whole run's length).
+    simulate_kwargs["compile"], _ = resolve_compile(
+        simulate_kwargs.get("compile", "auto"), device, system.L, max(1, int(state0.batch_shape.numel())),
+        discard_steps + n_steps)
+    options = {"solver": solver, "device": device, "compile": simulate_kwargs["compile"]}
     if discard_steps:
-        warm = {k: v for k, v in simulate_kwargs.items() if k in ("solver", "device", "compile")}
+        warm = {k: v for k, v in simulate_kwargs.items()
+                if k in ("solver", "device", "compile", "threads", "steps_per_call")}
         state0 = simulate(system, state0, dt, discard_steps, discard_steps, dtype=torch.float64, **warm).index(-1)
     writer = TrajectoryWriter(
         path,

@@ -27,8 +27,9 @@ FIGURE_ONLY_EVALUATION_FIELDS = frozenset({"figure_snapshots"})
 
 
 def data_hash(data: DataConfig) -> str:
-    """The key of a data config: the name of its trajectory file in `data/`."""
-    blob = json.dumps(data.model_dump(mode="json"), sort_keys=True).encode()
+    """The key of a data config: the name of its trajectory file in `data/` (how the data are computed,
+    e.g. processes or threads, is not part of it: `DataConfig.identity`)."""
+    blob = json.dumps(data.identity(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -74,7 +75,7 @@ class Plan:
         cfg = self.cfg
         own: dict[str, Any]
         if stage == "data":
-            own = {"data_config": cfg.data.model_dump(mode="json")}
+            own = {"data_config": cfg.data.identity()}
             if cfg.data.scenario.name == "from_file":  # states read from a file: its content is an input
                 own["initial_states_file"] = self._source_digest
         elif stage == "split":

@@ -7,7 +7,6 @@ explicit `--resume` across a changed input is an error naming that input.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -18,8 +17,10 @@ import yaml
 from .. import __version__, distributed
 from ..artifacts import NormalizationFile, SplitFile, read_json
 from ..atomic import atomic_write_json, atomic_write_text
+from ..config import DataConfig
 from ..device import resolve_device, use_threads
 from ..evaluation.metrics import json_safe
+from ..generate import output_files
 from ..surrogate.base import Surrogate
 from ..surrogate.normalization import Normalization
 from ..system import ConfigError
@@ -85,12 +86,12 @@ class Run:
         path = self.data_path
         if self.main and self._announce("data"):
             inputs = self.plan.inputs("data")
-            if path.exists() and stages.recorded_data_config(path) == self.cfg.data.model_dump(mode="json"):
+            if path.exists() and _same_data(stages.recorded_data_config(path), self.cfg.data):
                 self.log(f"reusing ground truth {path} (made earlier from this data config)")
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 stages.simulate_data(self.cfg.data, path, self.log)
-            self.ledger.record("data", inputs, [path])
+            self.ledger.record("data", inputs, output_files(path))  # a master file and its shards, if sharded
         elif self.main:
             self.log(f"reusing ground truth {path}")
         self._sync()
@@ -301,3 +302,14 @@ def run_pipeline(cfg: RunConfig, output: Path | None = None, policy: Policy = "a
         if run.plan.status("plot").state != "current":
             run.ensure_plotted()
         return results
+
+
+def _same_data(recorded: dict[str, Any] | None, data: DataConfig) -> bool:
+    """Whether a data file's recorded data config defines the same data as `data` (by identity: how it was
+    computed, e.g. processes or threads, does not matter)."""
+    if recorded is None:
+        return False
+    try:
+        return DataConfig.model_validate(recorded).identity() == data.identity()
+    except ValueError:  # recorded by a version whose config no longer validates
+        return False

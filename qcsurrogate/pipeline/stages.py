@@ -20,7 +20,8 @@ from ..evaluation import figures
 from ..evaluation.climate import climate_statistics, observe_chunks, rollout_chunks
 from ..evaluation.metrics import next_step_rmse, persistence, physics_diagnostics, rollout_rmse_from_truth
 from ..evaluation.predictability import predictability, steps_below
-from ..io import open_trajectory, simulate_to_file
+from ..generate import generate_data
+from ..io import open_trajectory
 from ..state import State
 from ..surrogate.base import Surrogate, SurrogateConfig, build_surrogate
 from ..surrogate.normalization import Normalization
@@ -84,8 +85,9 @@ def simulate_data(data: DataConfig, path: Path, log: Log, system: System | None 
     """Integrate the configured scenario and write the trajectory file (atomically) at `path`.
 
     The one place a data config becomes a file (`qcsurrogate run`, `train` and `simulate` all come here);
-    `options` go to `simulate_to_file` (compression, overwrite, progress, extra_attrs); `system` and
-    `state0` may be given when the caller built them already.
+    `options` go to `generate_data` (compression, overwrite, progress, extra_attrs, and overrides of
+    compile, threads, processes, shards), which may write shards and a master file over them; `system`
+    and `state0` may be given when the caller built them already.
     """
     system = system if system is not None else data.build_system()
     state0 = state0 if state0 is not None else data.initial_state(system)
@@ -95,15 +97,11 @@ def simulate_data(data: DataConfig, path: Path, log: Log, system: System | None 
     log(f"simulating {system!r}, scenario {data.scenario.name}: {n_traj} trajectories, {sim.n_steps} {sim.solver} steps "
         f"of dt={sim.dt}{transient}, keeping every {sim.save_every} (model step {sim.step:g} hbar/t)")
     t0 = time.perf_counter()
-    extra = {"data_config": data.model_dump(mode="json", include={"system", "scenario", "simulation"}),
-             **options.pop("extra_attrs", {})}
-    simulate_to_file(
-        system, state0, path, sim.dt, sim.n_steps, sim.save_every,
-        scenario=data.scenario.name, scenario_kwargs=data.scenario.kwargs, precision=sim.precision,
-        solver=sim.solver, device=sim.device, compile=sim.compile, discard_steps=sim.discard_steps,
-        extra_attrs=extra, **options,
-    )
-    log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+    report = generate_data(data, path, log, system=system, state0=state0, **options)
+    n_files = len(report.files)
+    peak = ", ".join(f"{k} {v:.0f} MB" for k, v in report.peak_rss_mb.items())
+    log(f"wrote {path}{f' (master over {n_files - 1} shards)' if n_files > 1 else ''} in "
+        f"{time.perf_counter() - t0:.1f} s (peak RSS: {peak})")
     return path
 
 
