@@ -39,6 +39,23 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def output_files(path: Path) -> list[Path]:
+    from qcsurrogate.generate import output_files as files
+
+    return files(path)
+
+
+def remove_data_set(path: Path) -> None:
+    """The file, and the shards of a sharded data set (`OUT.shards/`)."""
+    import shutil
+
+    for f in output_files(path):
+        f.unlink(missing_ok=True)
+    from qcsurrogate.io.shards import shard_dir
+
+    shutil.rmtree(shard_dir(path), ignore_errors=True)
 DEFAULT_CONFIG = ROOT / "examples" / "holstein_deep_paper_data.yaml"
 QCS = [sys.executable, "-m", "qcsurrogate"]
 
@@ -60,11 +77,16 @@ def run_child(config: dict, out: Path, workdir: Path, label: str) -> dict:
     sim = config["simulation"]
     n_traj = config["scenario"]["kwargs"]["n_traj"]
     inner = re.findall(r"wrote .* in ([0-9.]+) s", output)
+    peaks = re.findall(r"peak RSS: ([^)]*)\)", output)  # every process of the command, as it reports them
+    choices = [line.strip() for line in output.splitlines() if line.startswith("execution:")]
     return {
         "label": label, "n_traj": n_traj, "n_steps": sim["n_steps"], "wall_s": round(wall, 2),
         "simulate_and_write_s": float(inner[-1]) if inner else None,  # as the command reports it
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes
-        "file_mb": round(out.stat().st_size / 1e6, 1),
+        "file_mb": round(sum(f.stat().st_size for f in output_files(out)) / 1e6, 1),  # master and shards
+        "files": len(output_files(out)),
+        "peak_rss_by_process": peaks[-1] if peaks else None,
+        "execution": choices,
         "traj_steps_per_s": round(n_traj * sim["n_steps"] / wall),
     }
 
@@ -123,7 +145,7 @@ def main() -> None:
         rows.append(run_child(config, out, work, "full ensemble, all steps"))
     check = check_file(config, out, args.check_step)
     if not args.keep:
-        out.unlink()
+        remove_data_set(out)
 
     load = os.getloadavg()
     result = {
@@ -133,11 +155,11 @@ def main() -> None:
         "cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load],
         "runs": rows, "check": check,
     }
-    print("| run | trajectories | steps | wall s (process) | integrate + write s | traj*steps/s | file MB | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | trajectories | steps | wall s (process) | integrate + write s | traj*steps/s | files | MB | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['label']} | {r['n_traj']} | {r['n_steps']} | {r['wall_s']:.1f} | {r['simulate_and_write_s']} | "
-              f"{r['traj_steps_per_s']:,} "
+              f"{r['traj_steps_per_s']:,} | {r['files']} "
               f"| {r['file_mb']:,.0f} | {r['peak_rss_mb']:,.0f} |")
     print(f"\nread back lazily, trajectory {check['trajectory']}: t = 0 differs from the scenario by "
           f"{check['t0_max_abs_diff']:.1e}; step {check['check_step']} differs from the lone integration by "
