@@ -196,13 +196,15 @@ def _check_device(device: str) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from .config import load_simulate_config
+    from .system import ConfigError
 
     cfg = load_simulate_config(args.config)
     out = args.output if args.output is not None else cfg.output.path
+    if out.is_dir():  # checked first: '' and '.' are the working directory, which always exists
+        where = "--output" if args.output is not None else "output.path"
+        raise ConfigError(f"{where}: {str(out)!r} is a directory ({out.resolve()}); give a file name, e.g. data/run.h5")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
-    if out.is_dir():
-        raise IsADirectoryError(f"output {out} is a directory; give a file name")
     sim = cfg.simulation
     _check_device(sim.device)
     system = cfg.system.build()

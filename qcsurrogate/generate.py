@@ -37,7 +37,7 @@ import torch
 from .config import DataConfig
 from .execution import Execution, resolve_execution, shard_ranges
 from .io import shards as SH
-from .state import State
+from .state import NonFiniteError, State
 from .system import System
 
 Log = Callable[[str], None]
@@ -175,13 +175,19 @@ def generate_data(
     mine = [i for i in range(n_shards) if i % world == rank and i not in done]
     tasks = [_task(data, path, plan, i, state0, ex, storage, extra, sim.discard_steps) for i in mine]
     peaks = {"main": 0.0}
-    if ex.processes <= 1 or len(tasks) <= 1 or world > 1:  # a rank is one process: its shards run in it
-        for t in tasks:
-            out = _run_shard(t, progress=progress)
-            log(f"shard {out['index'] + 1}/{n_shards} ({out['n_traj']} trajectories) done in {out['seconds']:.1f} s")
-            peaks["main"] = max(peaks["main"], out["peak_rss_mb"])
-    else:
-        peaks.update(_run_pool(tasks, min(ex.processes, len(tasks)), n_shards, log))
+    try:
+        if ex.processes <= 1 or len(tasks) <= 1 or world > 1:  # a rank is one process: its shards run in it
+            for t in tasks:
+                out = _run_shard(t, progress=progress)
+                log(f"shard {out['index'] + 1}/{n_shards} ({out['n_traj']} trajectories) done in {out['seconds']:.1f} s")
+                peaks["main"] = max(peaks["main"], out["peak_rss_mb"])
+        else:
+            peaks.update(_run_pool(tasks, min(ex.processes, len(tasks)), n_shards, log))
+    except NonFiniteError:
+        # the same inputs would diverge again: nothing to resume, so the plan and any shards go too
+        if rank == 0 and world == 1:
+            SH.remove_shards(path)
+        raise
     if rank != 0:
         log(f"rank {rank}: my shards are written; rank 0 writes the master file")
         peaks["main"] = max(peaks["main"], _peak_rss_mb())

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from .state import State
+from .state import NonFiniteError, State, nonfinite_variables
 from .system import System
 
 RHS = Callable[[State], State]
@@ -166,10 +166,36 @@ def _compiled_stepper(
     return stepper
 
 
-def _hand_over(sink: TrajectorySink, saved: list[State]) -> list[State]:
-    """Stack the held snapshots, let go of them before the sink's copies, append; a fresh list."""
+class _FiniteCheck:
+    """Stops an integration that produced a NaN or an Inf, naming the first snapshot and variable: a step
+    beyond the solver's stability would otherwise fill a file with them and report success."""
+
+    def __init__(self, dt: float, save_every: int, solver: str) -> None:
+        self.dt, self.save_every, self.solver = dt, save_every, solver
+        self.seen = 0  # snapshots checked so far (t = 0 is snapshot 0)
+
+    def __call__(self, chunk: State) -> None:
+        n = int(chunk.rho.shape[0])
+        bad = nonfinite_variables(chunk)
+        if bad:
+            ok = torch.ones(n, dtype=torch.bool)
+            for name in bad:
+                v = chunk.variables()[name]
+                v = torch.view_as_real(v) if v.is_complex() else v
+                ok &= torch.isfinite(v.reshape(n, -1)).all(dim=1).cpu()
+            first = self.seen + int((~ok).nonzero()[0])
+            step = first * self.save_every
+            raise NonFiniteError(
+                f"the integration became non-finite by step {step} (t = {step * self.dt:g} after the start) in "
+                f"{', '.join(bad)}: dt = {self.dt:g} is probably beyond {self.solver}'s stability; try a smaller dt")
+        self.seen += n
+
+
+def _hand_over(sink: TrajectorySink, saved: list[State], check: _FiniteCheck) -> list[State]:
+    """Stack the held snapshots, check them, let go of them before the sink's copies, append; a fresh list."""
     chunk = State.stack(saved)
     saved.clear()  # the snapshots now live only in `chunk`: one copy fewer while the sink converts
+    check(chunk)
     sink.append(chunk)
     return []
 
@@ -265,25 +291,28 @@ def _integrate(
             stride, step = 1, eager
 
     saved: list[State] = [y]
+    check = _FiniteCheck(dt, save_every, method.name)
     bar = _progress(n_steps, progress, f"{system.name} {method.name}")
     try:
         with torch.no_grad():
             if sink is not None and len(saved) >= chunk_size:  # chunk_size == 1: t = 0 is a chunk of its own
-                saved = _hand_over(sink, saved)
+                saved = _hand_over(sink, saved, check)
             for i in range(stride, n_steps + 1, stride):  # each call of `step` advances `stride` steps
                 y = step(y)
                 if i % save_every == 0:
                     saved.append(y)
                     if sink is not None and len(saved) >= chunk_size:
-                        saved = _hand_over(sink, saved)
+                        saved = _hand_over(sink, saved, check)
                 if bar is not None and (i - bar.n >= 64 or i == n_steps):
                     bar.update(i - bar.n)
             if sink is not None:
                 if saved:
-                    _hand_over(sink, saved)
+                    _hand_over(sink, saved, check)
                 return y
             # Stacked under no_grad too, or an input that requires grad would link the whole trajectory to it.
-            return State.stack(saved)
+            out = State.stack(saved)
+            check(out)
+            return out
     finally:
         if bar is not None:
             bar.close()

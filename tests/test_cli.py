@@ -147,3 +147,23 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+@pytest.mark.parametrize("output", ["''", "'.'", "DIR"])
+def test_simulate_to_a_directory_is_a_clean_error(capsys, config, tmp_path, monkeypatch, output):
+    monkeypatch.chdir(tmp_path)
+    config.write_text(config.read_text().replace(f"output: {{path: {tmp_path / 'traj.h5'}}}",
+                                                 f"output: {{path: {output.replace('DIR', str(tmp_path))}}}"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = _run(capsys, "simulate", str(config))
+    assert code == 2 and "output.path: " in err and "is a directory" in err and "give a file name" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_simulate_beyond_the_solver_s_stability_writes_nothing(capsys, config, tmp_path):
+    config.write_text(config.read_text().replace("dt: 0.05", "dt: 40.0"))
+    code, _, err = _run(capsys, "simulate", str(config))
+    assert code == 2 and "Traceback" not in err
+    assert "the integration became non-finite by step " in err and "is probably beyond rk4's stability" in err
+    assert not (tmp_path / "traj.h5").exists() and not list(tmp_path.glob("*.shards"))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -373,3 +373,16 @@ def test_compiled_matches_eager():
     assert compiled.batch_shape == eager.batch_shape
     assert compiled.rho.dtype == torch.complex128
     assert compiled.allclose(eager, rtol=1e-12, atol=1e-12), max_err(compiled, eager)
+
+
+def test_an_integration_that_blows_up_stops_with_the_first_bad_snapshot():
+    from toy_system import ToySystem
+
+    from qcsurrogate.state import NonFiniteError
+
+    system = ToySystem(L=4)
+    s0 = system.initial_state("random_start", seed=0, n_traj=2)
+    with pytest.raises(NonFiniteError, match=r"^the integration became non-finite by step \d+ \(t = [0-9.]+ after the "
+                                             r"start\) in .*: dt = 40 is probably beyond rk4's stability; try a smaller dt$"):
+        simulate(system, s0, 40.0, 60)
+    assert torch.isfinite(simulate(system, s0, 0.05, 60).rho.abs()).all()  # a stable step passes the check
