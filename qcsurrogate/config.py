@@ -167,8 +167,8 @@ class SimulationConfig(StrictModel):
     )
     shards: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
         default="auto",
-        description="files the trajectories are split into (OUT.shards/), the unit of resuming: auto (1 for "
-        "one process, else a few minutes of work each)",
+        description="files the trajectories are split into (OUT.shards/), the unit of resuming: auto (a few "
+        "minutes of work each, at least one per process; 1 for a short run)",
     )
 
     EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("threads", "processes", "shards")

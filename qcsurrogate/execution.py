@@ -17,8 +17,8 @@ The rules, with the measurements behind them (docs/performance.md, 2-core machin
 * steps_per_call (compiled): 4 RK steps per compiled call for L <= 16, where the per-call overhead is a
   large share of a step (measured 1.2x at L = 8 x 256), else 1 (slower at L = 32 and 256). Decided on L
   only, so a run integrates with the same kernels whatever its number of processes.
-* shards: 1 for one process; else about `SHARD_TARGET_EAGER_S` of eager-estimated work each (a few
-  minutes compiled), at least one per process, preferring a count that divides the trajectories evenly
+* shards: about `SHARD_TARGET_EAGER_S` of eager-estimated work each (a few minutes compiled), so a
+  killed long run resumes with little lost even on one process; at least one per process, preferring a count that divides the trajectories evenly
   (one compiled shape per process).
 
 The eager cost model `eager_seconds` is deliberately rough (fitted to the eager throughputs measured at
@@ -139,7 +139,7 @@ def resolve_execution(
         n_proc = min(processes, n_traj)
         why_proc = f"processes: {n_proc} (given{'' if n_proc == processes else f' {processes}, capped by the trajectories'})"
     if shards == "auto":
-        n_shards = 1 if n_proc == 1 else auto_shards(n_traj, n_proc, est)
+        n_shards = auto_shards(n_traj, n_proc, est)  # one process too: a killed long run resumes by shard
         why_shards = f"shards: {n_shards} (auto)"
     else:
         if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
