@@ -59,6 +59,17 @@ def _fail_at(tr, step: int, action) -> None:
     tr.train_step = step_then_act
 
 
+@pytest.fixture(autouse=True)
+def default_handlers():
+    """As in an interactive shell: a background test run (nohup) starts with SIGINT ignored."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(data, tmp_path_factory):
     tr = trainer(data, tmp_path_factory.mktemp("full"))
@@ -77,11 +88,21 @@ def test_a_signal_saves_a_checkpoint_after_the_step_in_flight_and_resume_is_exac
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step-00000007"  # between two regular ones (5, 10)
     assert messages[-1] == (f"{signal.Signals(signum).name} received: stopped after step 7 of {STEPS} and saved a "
                             "checkpoint there; run the same command again to resume")
-    assert signal.getsignal(signum) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     resumed = trainer(data, tmp_path)
     assert resumed.fit(resume=True)["steps"] == STEPS
     assert all(torch.equal(uninterrupted[k], v) for k, v in resumed.model.state_dict().items())
     assert _log_steps(tmp_path) == [2, 4, 6, 8, 10, 12]
+
+
+def test_an_ignored_signal_stays_ignored(data, tmp_path):
+    """Under nohup SIGINT is ignored on purpose; training must not start catching it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tr = trainer(data, tmp_path)
+    _fail_at(tr, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    assert tr.fit()["steps"] == STEPS
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_a_second_ctrl_c_interrupts_at_once(data, tmp_path):
