@@ -206,7 +206,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
     sim = cfg.simulation
-    _check_device(sim.device)
+    _check_device(sim.compute_device)
     system = cfg.system.build()
     try:
         state0 = cfg.scenario.initial_state(system)

@@ -151,7 +151,8 @@ class SimulationConfig(StrictModel):
         default="float64",
         description="storage precision of the trajectory: float64 (complex128 rho) or float32 (complex64 rho)",
     )
-    device: str = Field(default="cpu", description="torch device for the integration, e.g. 'cpu', 'cuda:0'")
+    device: str = Field(default="cpu", description="torch device for the integration: 'cpu', 'cuda', 'cuda:0', or "
+                        "'auto' (a GPU when there is one; the ground truth stays float64 there)")
     compile: Literal["auto"] | bool = Field(
         default="auto",
         description="fuse each step with torch.compile: auto (when the run is long enough to repay the tracing), "
@@ -192,11 +193,22 @@ class SimulationConfig(StrictModel):
     def _device(cls, device: str) -> str:
         import torch
 
+        if device == "auto":
+            return device
         try:
             torch.device(device)
         except (RuntimeError, ValueError, TypeError):
-            raise _custom("invalid_device", f"'{device}' is not a torch device (try 'cpu', 'cuda', 'cuda:0')") from None
+            raise _custom("invalid_device", f"'{device}' is not a torch device (try 'auto', 'cpu', 'cuda', 'cuda:0')") from None
         return device
+
+    @property
+    def compute_device(self) -> str:
+        """The device the integration runs on: `auto` is a GPU when there is one, else the CPU."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     @model_validator(mode="before")
     @classmethod

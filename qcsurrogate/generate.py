@@ -119,13 +119,13 @@ def generate_data(
     ex = resolve_execution(
         compile=sim.compile if compile is None else compile, threads=sim.threads if threads is None else threads,
         processes=(world if world > 1 else sim.processes) if processes is None else processes,
-        shards=sim.shards if shards is None else shards, device=sim.device, L=system.L, n_traj=n_traj,
+        shards=sim.shards if shards is None else shards, device=sim.compute_device, L=system.L, n_traj=n_traj,
         n_steps=total_steps, cores=cores, step_counts=(sim.save_every, sim.discard_steps),
     )
     extra = {"data_config": data.model_dump(mode="json", include={"system", "scenario", "simulation"}),
              **dict(extra_attrs or {})}
     storage = {"precision": sim.precision, "compression": compression, "compression_opts": compression_opts}
-    compute = {"compile": ex.compile, "threads": ex.threads, "device": sim.device}
+    compute = {"compile": ex.compile, "threads": ex.threads, "device": sim.compute_device}
     if ex.steps_per_call != 1:  # absent at 1, as in plans written before it existed
         compute["steps_per_call"] = ex.steps_per_call
     identity = {"data": data.identity(), "compute": compute}
@@ -195,7 +195,7 @@ def generate_data(
                                 time.perf_counter() - t_start, peaks)
     if world > 1:
         _wait_for_shards(path, plan, n_time, log)
-    options = {"solver": sim.solver, "device": sim.device, "compile": ex.compile, "threads": ex.threads,
+    options = {"solver": sim.solver, "device": sim.compute_device, "compile": ex.compile, "threads": ex.threads,
                "steps_per_call": ex.steps_per_call, "processes": ex.processes, "shards": n_shards}
     SH.write_master(path, plan, overwrite=True, extra_attrs=extra, simulation_options=options,
                     batch_shape=plan.get("batch_shape"))
@@ -213,7 +213,7 @@ def _single_file(data: DataConfig, path: Path, system: System, state0: State, ex
         system, state0, path, sim.dt, sim.n_steps, sim.save_every,
         scenario=data.scenario.name, scenario_kwargs=data.scenario.kwargs, precision=storage["precision"],
         compression=storage["compression"], compression_opts=storage["compression_opts"], overwrite=overwrite,
-        extra_attrs=extra, discard_steps=sim.discard_steps, solver=sim.solver, device=sim.device,
+        extra_attrs=extra, discard_steps=sim.discard_steps, solver=sim.solver, device=sim.compute_device,
         compile=ex.compile, threads=ex.threads, progress=progress, steps_per_call=ex.steps_per_call,
     )
 
@@ -251,7 +251,7 @@ def _run_shard(task: Mapping[str, Any], progress: bool | None = False) -> dict[s
         system, state, task["path"], sim.dt, sim.n_steps, sim.save_every,
         scenario=data.scenario.name, scenario_kwargs=data.scenario.kwargs, precision=st["precision"],
         compression=st["compression"], compression_opts=st["compression_opts"], overwrite=True,
-        extra_attrs=task["extra"], discard_steps=task["discard_steps"], solver=sim.solver, device=sim.device,
+        extra_attrs=task["extra"], discard_steps=task["discard_steps"], solver=sim.solver, device=sim.compute_device,
         compile=task["compile"], threads=task["threads"], progress=progress,
         steps_per_call=task["steps_per_call"],
     )

@@ -47,3 +47,26 @@ def test_surrogate_on_the_gpu_matches_the_cpu(autocast):
     gpu = model.to("cuda").rollout(s0.to(device="cuda"), 5)
     tol = 1e-4 if autocast == "none" else 5e-2  # bfloat16 keeps 8 bits of mantissa
     assert gpu.to(device="cpu").allclose(cpu, rtol=0, atol=tol)
+
+
+def test_simulation_device_auto_is_the_gpu_when_there_is_one(tmp_path):
+    from qcsurrogate.config import SimulationConfig
+
+    sim = SimulationConfig(dt=0.1, n_steps=2, device="auto")
+    assert sim.device == "auto" and sim.compute_device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert SimulationConfig(dt=0.1, n_steps=2, device="cuda:1").compute_device == "cuda:1"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.usefixtures("toy_registered")
+def test_a_simulation_on_a_missing_gpu_is_caught_before_anything_is_written(tmp_path):
+    from test_pipeline import write_config
+
+    from qcsurrogate.pipeline import load_run_config
+    from qcsurrogate.pipeline.preflight import preflight
+    from qcsurrogate.system import ConfigError
+
+    cfg = load_run_config(write_config(tmp_path))
+    cfg.data.simulation.device = "cuda"
+    with pytest.raises(ConfigError, match=r"  data\.simulation\.device: device 'cuda' is not available here"):
+        preflight(cfg)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import warnings
 
+import torch
+
 from ..device import resolve_device
 from ..system import ConfigError
 from ..training.data import split_trajectories
@@ -22,6 +24,11 @@ def preflight(cfg: RunConfig) -> None:
         resolve_device(cfg.device)
     except RuntimeError as err:
         problems.append(("device", str(err)))
+    sim_device = cfg.data.simulation.compute_device
+    try:
+        torch.empty(0, device=sim_device)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        problems.append(("data.simulation.device", f"device '{sim_device}' is not available here ({err})"))
     n_snapshots = cfg.data.simulation.n_snapshots
     unroll = cfg.training.objective.unroll.max_steps
     if unroll >= n_snapshots:
