@@ -76,13 +76,10 @@ def check_finite(path: Path, name: str, data: np.ndarray, traj_sel: Any, time_se
                  has_traj_axis: bool = True) -> None:
     """A NaN or Inf read from a trajectory file is a format error naming the file, the variable, and where
     (trajectory and snapshot) it first appears in what was read: the ground truth never holds one."""
-    bad = ~np.isfinite(data.view(data.real.dtype) if np.iscomplexobj(data) else data)
-    if not bad.any():
+    finite = np.isfinite(data.real) & np.isfinite(data.imag) if np.iscomplexobj(data) else np.isfinite(data)
+    if finite.all():
         return
-    first = np.unravel_index(int(np.argmax(bad)), bad.shape)
-    if np.iscomplexobj(data):  # the real view doubles the last axis
-        first = (*first[:-1], first[-1] // 2)
-    axes = list(first)
+    axes = list(np.unravel_index(int(np.argmin(finite)), finite.shape))
     traj = _position(traj_sel, int(axes.pop(0))) if has_traj_axis else _position(traj_sel, 0)
     snap = _position(time_sel, int(axes.pop(0)) if not isinstance(time_sel, int) else 0)
     when = f", t = {times[snap]:g}" if times is not None and 0 <= snap < len(times) else ""
