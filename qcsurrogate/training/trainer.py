@@ -201,6 +201,7 @@ class Trainer:
             raise ValueError(f"the training sampler's windows ({train.max_window} steps) are shorter than the "
                              f"objective's longest unroll ({self.objective.max_window})")
         self.step = 0
+        self._saved_step: int | None = None  # the step of the newest checkpoint this run wrote
         self.history: list[dict[str, Any]] = []
         self.time_data = 0.0  # batch assembly and exact-derivative targets, inside train_step
 
@@ -309,7 +310,7 @@ class Trainer:
 
     def _stop(self, signum: int) -> None:
         """A stop was asked for (Ctrl-C, SIGTERM): the step in flight has finished; save it and leave."""
-        if getattr(self, "_saved_step", None) != self.step:
+        if self._saved_step != self.step:
             self.checkpoint()
         name = signal.Signals(signum).name
         self.log(f"{name} received: stopped after step {self.step} of {self.cfg.steps} and saved a checkpoint there; "
