@@ -44,6 +44,21 @@ def _as_tensor(x: Any, device: torch.device | str | None) -> torch.Tensor:
     return t.to(device=device)
 
 
+def rho_blocks(rho: torch.Tensor, L: int) -> torch.Tensor:
+    """A site-major `(*batch, L*d, L*d)` matrix as `(*batch, L, L, d, d)` site blocks (a strided view)."""
+    N = rho.shape[-1]
+    if N % L:
+        raise ValueError(f"a {N} x {N} matrix is not L*d x L*d for L={L}")
+    d = N // L
+    return rho.unflatten(-1, (L, d)).unflatten(-3, (L, d)).transpose(-3, -2)
+
+
+def rho_from_blocks(blocks: torch.Tensor) -> torch.Tensor:
+    """The inverse of `rho_blocks`: `(*batch, L, L, d, d)` -> `(*batch, L*d, L*d)` (contiguous)."""
+    L, d = blocks.shape[-3], blocks.shape[-1]
+    return blocks.transpose(-3, -2).reshape(*blocks.shape[:-4], L * d, L * d)
+
+
 class NonFiniteError(FloatingPointError):
     """A NaN or Inf where the physics has none (data, a loss, a gradient, a rollout); the message says where."""
 
@@ -54,9 +69,12 @@ def nonfinite_variables(state: State) -> list[str]:
 
 
 class State:
-    """Classical fields `(*batch, L)` (real) and a density matrix `rho` `(*batch, L, L)` (complex).
+    """Classical fields `(*batch, L)` (real) and a density matrix `rho` `(*batch, L*d, L*d)` (complex).
 
-    Accepts numpy arrays or torch tensors. By default fields become float64 and rho complex128,
+    `d` is the number of orbitals per site (`orbitals`: 1 for spinless electrons, 2 for spin-1/2);
+    rho is stored as one matrix in site-major order, row/column `i * d + a` for site `i`, orbital `a`,
+    so matrix algebra (commutators, traces, spectra) needs no reshaping; `blocks` gives the
+    `(*batch, L, L, d, d)` form. Accepts numpy arrays or torch tensors. By default fields become float64 and rho complex128,
     the precision ground truth needs; pass `dtype=torch.float32` for single precision.
     """
 
@@ -102,14 +120,20 @@ class State:
 
     def _check_shapes(self) -> None:
         if self.rho.ndim < 2 or self.rho.shape[-1] != self.rho.shape[-2]:
-            raise ValueError(f"rho must be shaped (*batch, L, L); got {tuple(self.rho.shape)}")
-        expected = tuple(self.rho.shape[:-1])
+            raise ValueError(f"rho must be shaped (*batch, L*d, L*d); got {tuple(self.rho.shape)}")
+        first = next(iter(self.fields.values()))
+        batch = tuple(self.rho.shape[:-2])
+        expected = (*batch, first.shape[-1] if first.ndim == len(batch) + 1 else -1)
         for name, t in self.fields.items():
             if tuple(t.shape) != expected:
                 raise ValueError(
-                    f"field '{name}' has shape {tuple(t.shape)}; expected {expected} to match rho "
-                    f"{tuple(self.rho.shape)}"
+                    f"field '{name}' has shape {tuple(t.shape)}; expected (*batch, L) = {expected} to match rho "
+                    f"{tuple(self.rho.shape)} and the first field"
                 )
+        L, N = expected[-1], int(self.rho.shape[-1])
+        if L < 1 or N % L:
+            raise ValueError(f"rho is {N} x {N}, not L*d x L*d for L={L} sites (the fields' last axis) and an "
+                             f"integer number d of orbitals per site")
 
     # -- introspection --------------------------------------------------------------------------
     @property
@@ -123,7 +147,18 @@ class State:
 
     @property
     def L(self) -> int:
-        return int(self.rho.shape[-1])
+        """The number of lattice sites (the fields' last axis)."""
+        return int(next(iter(self.fields.values())).shape[-1])
+
+    @property
+    def orbitals(self) -> int:
+        """Orbitals per site `d`: rho is `(L*d) x (L*d)`."""
+        return int(self.rho.shape[-1]) // self.L
+
+    @property
+    def blocks(self) -> torch.Tensor:
+        """rho as `(*batch, L, L, d, d)`: `blocks[..., i, j, a, b] = rho[..., i*d + a, j*d + b]` (a view, no copy)."""
+        return rho_blocks(self.rho, self.L)
 
     @property
     def dtype(self) -> torch.dtype:

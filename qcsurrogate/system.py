@@ -210,18 +210,43 @@ class System(ABC):
     """A hybrid system: real fields plus a density matrix, with an exact time derivative.
 
     Subclasses set `name`, `Params`, `field_names`, and implement `rhs`, `energy` and `graph`.
-    Scenarios are methods decorated with `@scenario` returning a `State`.
+    Scenarios are methods decorated with `@scenario` returning a `State`. Optional: `orbitals` (an
+    internal index on rho), `vector_fields` (site fields that are components of one vector) and
+    `invariants` (conserved quantities the conformance kit checks).
     """
 
     name: ClassVar[str]
     Params: ClassVar[type[SystemParams]] = SystemParams
     field_names: ClassVar[tuple[str, ...]]
+    orbitals: ClassVar[int] = 1
+    """Orbitals per site `d`: rho is `(L*d) x (L*d)`, site-major (row `i*d + a`); 2 for spin-1/2 electrons."""
+    vector_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Vectors on the sites, each named by its component fields, e.g. `{"S": ("Sx", "Sy", "Sz")}`.
+
+    The components are ordinary site fields (stored, normalised and learned like any other); the
+    grouping tells the core they form one vector (figures show its length, observables its structure
+    factor summed over components)."""
 
     def __init__(self, **params: Any) -> None:
         try:
             self.params = self.Params(**params)
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, f"parameters for system '{self.name}'")) from None
+        if not isinstance(self.orbitals, int) or self.orbitals < 1:
+            raise TypeError(f"{type(self).__name__}.orbitals must be a positive int, got {self.orbitals!r}")
+        for vector, components in self.vector_fields.items():
+            unknown = [c for c in components if c not in self.field_names]
+            if unknown or len(components) < 2:
+                raise TypeError(f"{type(self).__name__}.vector_fields['{vector}'] = {components!r}: a vector needs at least "
+                                f"two components, each one of field_names {self.field_names}")
+
+    def invariants(self, state: State) -> dict[str, torch.Tensor]:
+        """Quantities the exact dynamics conserves besides the energy and `Tr rho`, by name, each shaped
+        `(*batch, ...)` (e.g. spin lengths `(*batch, L)`, a total magnetisation `(*batch,)`).
+
+        The conformance kit checks that RK4 keeps each one: exactly for a linear invariant, with a
+        drift falling as dt^4 otherwise. The default declares none."""
+        return {}
 
     # -- the equation -------------------------------------------------------------------------
     @abstractmethod

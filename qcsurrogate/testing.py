@@ -71,11 +71,12 @@ def random_density_matrix(
 def random_state(
     system: System, batch: tuple[int, ...] = (2,), seed: int = 0, scale: float = 0.3, n_electrons: int | None = None
 ) -> State:
-    """Random fields `~ N(0, scale)` and a random pure-state rho at half filling (by default)."""
+    """Random fields `~ N(0, scale)` and a random pure-state rho at half filling (by default): `n_electrons`
+    defaults to half the `L * system.orbitals` one-body states."""
     gen = torch.Generator().manual_seed(seed)
-    L = system.L
+    L, N = system.L, system.L * system.orbitals
     fields = {n: scale * torch.randn(*batch, L, dtype=torch.float64, generator=gen) for n in system.field_names}
-    rho = random_density_matrix(L, n_electrons if n_electrons is not None else L // 2, batch, gen)
+    rho = random_density_matrix(N, n_electrons if n_electrons is not None else N // 2, batch, gen)
     return State(fields, rho)
 
 

@@ -103,7 +103,8 @@ def test_dtype_helpers():
     [
         ({"X": np.zeros(3)}, np.zeros((3, 4)), "rho must be shaped"),
         ({"X": np.zeros(3)}, np.zeros(3), "rho must be shaped"),
-        ({"X": np.zeros(4)}, np.zeros((3, 3)), "field 'X' has shape"),
+        ({"X": np.zeros(4)}, np.zeros((3, 3)), r"rho is 3 x 3, not L\*d x L\*d for L=4"),
+        ({"X": np.zeros(2)}, np.zeros((5, 5)), r"rho is 5 x 5, not L\*d x L\*d for L=2"),
         ({"X": np.zeros((2, 3))}, np.zeros((3, 3, 3)), "field 'X' has shape"),
         ({"X": np.zeros(3), "V": np.zeros((1, 3))}, np.zeros((3, 3)), "field 'V' has shape"),
     ],
@@ -294,3 +295,18 @@ def test_to_clone_detach_numpy():
     assert not g.detach().fields["X"].requires_grad
     arrays = s.numpy()
     assert set(arrays) == {"X", "V", RHO} and arrays[RHO].dtype == np.complex128
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_orbitals_and_blocks_round_trip(d):
+    L, batch = 4, (2,)
+    gen = torch.Generator().manual_seed(d)
+    rho = torch.randn(*batch, L * d, L * d, dtype=torch.complex128, generator=gen)
+    s = State({"X": torch.zeros(*batch, L)}, rho)
+    assert (s.L, s.orbitals) == (L, d)
+    b = s.blocks
+    assert b.shape == (*batch, L, L, d, d)
+    for i, j, a, c in [(0, 0, 0, 0), (1, 3, d - 1, 0), (3, 2, 0, d - 1)]:
+        assert b[..., i, j, a, c].equal(rho[..., i * d + a, j * d + c])
+    from qcsurrogate.state import rho_from_blocks
+    assert rho_from_blocks(b).equal(rho)
