@@ -12,115 +12,37 @@ The price is a mixed (non-idempotent) rho, which is why it is reported, never si
 from __future__ import annotations
 
 import logging
-import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-logger = logging.getLogger("qcsurrogate_holstein")
+from qcsurrogate.onebody import (
+    DEGENERACY_TOL,
+    DegenerateFermiLevelWarning,
+    FermiShell,
+    fill_levels,
+    ground_state_density,
+)
+from qcsurrogate.onebody import report_degeneracy as _report
 
-DEGENERACY_TOL = 1e-8
-"""Levels closer than this (in units of the spectrum's scale, at least t) form one shell. eigh
-resolves eigenvalues to ~1e-15 relative, while physical splittings of the chains we simulate are
-many orders larger, so 1e-8 separates 'degenerate up to rounding' from 'nearly degenerate'."""
-
-
-class DegenerateFermiLevelWarning(UserWarning):
-    """The Fermi level falls inside a degenerate shell; its levels got equal fractional occupation."""
+__all__ = ["DEGENERACY_TOL", "DegenerateFermiLevelWarning", "FermiShell", "SelfConsistencyError", "fill_levels",
+           "ground_state_density", "report_degeneracy", "self_consistent_cdw"]
 
 
 class SelfConsistencyError(RuntimeError):
     """The adiabatic CDW iteration did not reach the requested tolerance."""
 
 
-@dataclass(frozen=True)
-class FermiShell:
-    """A degenerate shell straddling the Fermi level: levels `first..last` (0-based, ascending)."""
+logger = logging.getLogger("qcsurrogate_holstein")
 
-    first: int
-    last: int
-    energies: tuple[float, ...]
-    electrons: int
-    occupation: float
-    n_electrons: int
-    tol: float
-
-    @property
-    def size(self) -> int:
-        return self.last - self.first + 1
-
-    def message(self, context: str = "") -> str:
-        where = f" in {context}" if context else ""
-        energies = ", ".join(f"{e:.12g}" for e in self.energies)
-        return (
-            f"degenerate Fermi level{where}: levels {self.first}..{self.last} (energies {energies}; "
-            f"equal within tol={self.tol:.1e}) share {self.electrons} of the {self.n_electrons} electrons, "
-            f"so each gets occupation {self.occupation:.12g}; rho is a mixed, non-idempotent one-body "
-            f"density matrix (rho^2 != rho). Use an open chain, another L or another n_electrons for a "
-            f"pure Slater determinant."
-        )
-
-
-def fill_levels(energies: np.ndarray, n_electrons: int, tol: float = DEGENERACY_TOL) -> tuple[np.ndarray, FermiShell | None]:
-    """Occupations of ascending levels: the lowest N full, a degenerate Fermi shell shared equally.
-
-    The shell is grown transitively (neighbours closer than the tolerance join it), so every level
-    outside it is separated by more than the tolerance and its projector is numerically well defined.
-    """
-    eps = np.asarray(energies, dtype=np.float64)
-    L = eps.shape[-1]
-    if eps.ndim != 1:
-        raise ValueError(f"fill_levels takes one spectrum (L,), got shape {eps.shape}")
-    if np.any(np.diff(eps) < 0):
-        raise ValueError("energies must be sorted ascending (as eigh returns them)")
-    if not 0 <= n_electrons <= L:
-        raise ValueError(f"n_electrons must be in 0..{L}, got {n_electrons}")
-    occ = np.zeros(L)
-    occ[:n_electrons] = 1.0
-    if n_electrons in (0, L):
-        return occ, None
-    scale = max(1.0, float(np.abs(eps).max()))
-    atol = tol * scale
-    if eps[n_electrons] - eps[n_electrons - 1] > atol:
-        return occ, None
-    first, last = n_electrons - 1, n_electrons
-    while first > 0 and eps[first] - eps[first - 1] <= atol:
-        first -= 1
-    while last < L - 1 and eps[last + 1] - eps[last] <= atol:
-        last += 1
-    in_shell = n_electrons - first
-    f = in_shell / (last - first + 1)
-    occ[first : last + 1] = f
-    shell = FermiShell(first, last, tuple(float(e) for e in eps[first : last + 1]), in_shell, f, n_electrons, tol)
-    return occ, shell
-
-
-def ground_state_density(H: np.ndarray, n_electrons: int, tol: float = DEGENERACY_TOL) -> tuple[np.ndarray, FermiShell | None]:
-    """rho_ij = <c_j^dag c_i> of the filled levels of a real symmetric H, exactly symmetric."""
-    eps, V = np.linalg.eigh(H)
-    occ, shell = fill_levels(eps, n_electrons, tol)
-    rho = (V * occ) @ V.T
-    return 0.5 * (rho + rho.T), shell
+HINT = "Use an open chain, another L or another n_electrons"
+"""What a degenerate Fermi level's warning suggests for a chain."""
 
 
 def report_degeneracy(shell: FermiShell | None, context: str) -> None:
-    """Warn (DegenerateFermiLevelWarning) and log when a Fermi shell was shared; silent otherwise."""
-    if shell is None:
-        return
-    msg = shell.message(context)
-    logger.info(msg)
-    warnings.warn(msg, DegenerateFermiLevelWarning, stacklevel=_caller_stacklevel())
-
-
-def _caller_stacklevel() -> int:
-    """Stack level of the first frame outside qcsurrogate packages, so the warning names user code
-    whether the scenario was called directly or through `System.initial_state`."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("qcsurrogate", "qcsurrogate_holstein"):
-        frame, level = frame.f_back, level + 1
-    return level
+    """Warn (DegenerateFermiLevelWarning) when a Fermi shell was shared (see `qcsurrogate.onebody`)."""
+    _report(shell, context, HINT, logger)
 
 
 MIN_MIXING = 1e-3

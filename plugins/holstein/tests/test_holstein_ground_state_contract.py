@@ -117,7 +117,7 @@ def test_fill_levels_takes_any_real_dtype():
 
 
 def test_fill_levels_error_messages():
-    with pytest.raises(ValueError, match=r"fill_levels takes one spectrum \(L,\), got shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"fill_levels takes one spectrum \(N,\), got shape \(2, 2\)"):
         fill_levels(np.zeros((2, 2)), 1)
     with pytest.raises(ValueError, match=r"^energies must be sorted ascending \(as eigh returns them\)$"):
         fill_levels(np.array([1.0, 0.0]), 1)

@@ -13,82 +13,38 @@ shell's projector, so it is deterministic and symmetric; the price is a mixed rh
 from __future__ import annotations
 
 import logging
-import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-logger = logging.getLogger("qcsurrogate_ssh_chain")
+from qcsurrogate.onebody import (
+    DEGENERACY_TOL,
+    DegenerateFermiLevelWarning,
+    FermiShell,
+    fill_levels,
+    ground_state_density,
+)
+from qcsurrogate.onebody import report_degeneracy as _report
 
-DEGENERACY_TOL = 1e-8
-"""Levels closer than this (relative to the spectrum's scale, at least 1) form one shell."""
-
-
-class DegenerateFermiLevelWarning(UserWarning):
-    """The Fermi level falls inside a degenerate shell; its levels got equal fractional occupation."""
+__all__ = ["DEGENERACY_TOL", "DegenerateFermiLevelWarning", "Dimerization", "FermiShell", "SelfConsistencyError",
+           "fill_levels", "ground_state_density", "report_degeneracy", "ring_bond_order",
+           "self_consistent_dimerization"]
 
 
 class SelfConsistencyError(RuntimeError):
     """The dimerisation fixed-point iteration did not reach the requested tolerance."""
 
 
-@dataclass(frozen=True)
-class FermiShell:
-    """A degenerate shell straddling the Fermi level: levels `first..last` (0-based, ascending)."""
+logger = logging.getLogger("qcsurrogate_ssh_chain")
 
-    first: int
-    last: int
-    electrons: int
-    occupation: float
-
-    def message(self, context: str) -> str:
-        return (f"degenerate Fermi level in {context}: levels {self.first}..{self.last} share {self.electrons} "
-                f"electron(s), occupation {self.occupation:.6g} each; rho is mixed (rho^2 != rho). Dimerise the "
-                f"bonds, or change L or n_electrons, for a pure Slater determinant.")
-
-
-def fill_levels(eps: np.ndarray, n_electrons: int, tol: float = DEGENERACY_TOL) -> tuple[np.ndarray, FermiShell | None]:
-    """Occupations of ascending levels: the lowest N full, a degenerate Fermi shell shared equally."""
-    L = eps.shape[-1]
-    occ = np.zeros(L)
-    occ[:n_electrons] = 1.0
-    if n_electrons in (0, L):
-        return occ, None
-    atol = tol * max(1.0, float(np.abs(eps).max()))
-    if eps[n_electrons] - eps[n_electrons - 1] > atol:
-        return occ, None
-    first, last = n_electrons - 1, n_electrons
-    while first > 0 and eps[first] - eps[first - 1] <= atol:
-        first -= 1
-    while last < L - 1 and eps[last + 1] - eps[last] <= atol:
-        last += 1
-    f = (n_electrons - first) / (last - first + 1)
-    occ[first : last + 1] = f
-    return occ, FermiShell(first, last, n_electrons - first, f)
-
-
-def ground_state_density(
-    H: np.ndarray, n_electrons: int, tol: float = DEGENERACY_TOL
-) -> tuple[np.ndarray, FermiShell | None]:
-    """rho_ij = <c_j^dag c_i> of the filled levels of one real symmetric H (L, L), exactly symmetric."""
-    eps, V = np.linalg.eigh(H)
-    occ, shell = fill_levels(eps, n_electrons, tol)
-    rho = (V * occ) @ V.T
-    return 0.5 * (rho + rho.T), shell
+HINT = "Dimerise the bonds, or change L or n_electrons,"
+"""What a degenerate Fermi level's warning suggests for the ring."""
 
 
 def report_degeneracy(shell: FermiShell | None, context: str) -> None:
-    """Warn (DegenerateFermiLevelWarning) and log when a Fermi shell was shared; silent otherwise."""
-    if shell is None:
-        return
-    msg = shell.message(context)
-    logger.info(msg)
-    frame, level = sys._getframe(1), 2  # warn at the first frame outside qcsurrogate packages
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0].startswith("qcsurrogate"):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(msg, DegenerateFermiLevelWarning, stacklevel=level)
+    """Warn (DegenerateFermiLevelWarning) when a Fermi shell was shared (see `qcsurrogate.onebody`)."""
+    _report(shell, context, HINT, logger)
 
 
 def ring_bond_order(rho: np.ndarray) -> np.ndarray:
