@@ -7,12 +7,16 @@ q). Diagnostics (`evaluation.metrics.physics_diagnostics`) and figures
 (`evaluation.figures.observables_figure`) use what the System declares instead of assuming an order
 parameter.
 
-The default for any System on a 1D lattice (`default_observables`) is the static structure factor of
-each classical field,
+The default for any System on a 1D lattice (`default_observables`) is the connected static structure
+factor of each classical field,
 
-    S_f(q) = (1/L) |sum_j f_j e^{-i q j}|^2,       q = 2 pi k / L,  k = 0 .. floor(L/2),
+    S_f(q) = (1/L) |sum_j (f_j - fbar) e^{-i q j}|^2,   q = 2 pi k / L,  k = 0 .. floor(L/2),
 
-with sites at integer positions j = 0 .. L-1. The fields are real, so S_f(-q) = S_f(q) and the half
+with fbar the field's mean over the sites of that state. Subtracting it changes nothing at q != 0
+and sets S_f(0) = 0: a uniform background (a lattice contracted by its mean bond order, a mean
+displacement) is not order, and without the subtraction it made q = 0 "the dominant wave vector".
+`structure_factor` itself is the plain one;
+sites at integer positions j = 0 .. L-1. The fields are real, so S_f(-q) = S_f(q) and the half
 zone 0 <= q <= pi holds every distinct value (keeping both q and -q would make "the dominant q" a
 round-off coin toss between two equal peaks). Over the full zone S obeys Parseval's sum rule
 sum_{k=0}^{L-1} S_f(2 pi k / L) = sum_j f_j^2, it is invariant under lattice translations on a
@@ -119,15 +123,21 @@ def structure_factor(x: torch.Tensor, q: Sequence[float] | torch.Tensor | None =
     return F.abs().pow(2) / L
 
 
+def connected_structure_factor(x: torch.Tensor, q: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
+    """`structure_factor` of `x` minus its mean over the sites (the last axis): fluctuations only."""
+    return structure_factor(x - x.mean(-1, keepdim=True), q)
+
+
 def default_observables(system: System) -> tuple[Observable, ...]:
-    """`S_<field>(q)` for every classical field of a 1D-lattice System, over q in [0, pi]."""
+    """`S_<field>(q)`, connected, for every classical field of a 1D-lattice System, over q in [0, pi]."""
     q = wavevectors(system.L)
 
     def make(name: str) -> Observable:
         return Observable(
             name=f"S_{name}",
-            fn=lambda s: structure_factor(s[name], q),
-            doc=f"static structure factor of {name}: |sum_j {name}_j e^(-iqj)|^2 / L (default observable)",
+            fn=lambda s: connected_structure_factor(s[name], q),
+            doc=f"connected static structure factor of {name}: |sum_j ({name}_j - mean) e^(-iqj)|^2 / L "
+                "(default observable)",
             label=f"S_{name}(q)",
             kind="spectrum",
             axis=q,

@@ -154,8 +154,22 @@ def test_default_observables_are_the_structure_factors_of_every_field():
     assert [o.label for o in obs] == ["S_X(q)", "S_V(q)"]
     s = system.initial_state("random_start", n_traj=2)
     for o, f in zip(obs, ("X", "V")):
-        np.testing.assert_array_equal(o(s).numpy(), structure_factor(s[f]).numpy())
+        S, plain = o(s), structure_factor(s[f])
+        np.testing.assert_allclose(S[..., 1:].numpy(), plain[..., 1:].numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(S[..., 0].numpy(), 0.0, atol=1e-14)  # connected: the mean is no order
+        assert (plain[..., 0] > 1e-6).any()  # while the plain S(0) = L mean^2 of a random state is not 0
     assert [o.name for o in default_observables(system)] == ["S_X", "S_V"]
+
+
+def test_a_uniform_background_does_not_make_q0_dominant():
+    # A contracted lattice with a weak staggered order: mean -0.9, amplitude 0.05 (the SSH ring's u).
+    L = 8
+    x = -0.9 + 0.05 * (-1.0) ** torch.arange(L, dtype=torch.float64)
+    fields = {"X": x[None], "V": torch.zeros(1, L, dtype=torch.float64)}
+    state = State(fields, torch.eye(L, dtype=torch.complex128)[None] * 0.5)
+    (S_X, _) = ToySystem(L=L).observables()
+    assert S_X.axis[dominant_index(S_X(state))] == pytest.approx(math.pi)
+    assert wavevectors(L)[dominant_index(structure_factor(x))] == 0.0  # the plain one picks the background
 
 
 def test_default_observables_follow_the_state_batch():
