@@ -126,8 +126,8 @@ class ForceSignFlipped(ToySystem):
 
 ENERGY_DISAGREES = [
     r"^energy drift \[.*\] at dt=0\.2, dt/2, dt/4 falls with order \[.*\]; expected ~4 \(RK4\)",
-    r"energy\(state\) is not conserved by rhs\(state\): along the trajectory, dE/dt = <grad energy, rhs> reaches "
-    r"\d\.\d{3}e",
+    (r"energy\(state\) is not conserved by rhs\(state\): along the trajectory, dE/dt = <grad energy, rhs> reaches "
+    r"\d\.\d{3}e"),
     r"energy and rhs disagree: a term with another factor or sign in energy than in rhs",
 ]
 
@@ -228,12 +228,12 @@ SKIPPED_FOR_SHAPES = r"^not run: .*; the rhs_shapes_dtypes check of this state f
 @pytest.mark.parametrize(
     ("cls", "patterns"),
     [
-        (ForceOfOneTrajectory, [r"dV/dt has shape \(4,\), V has \(2, 4\) \(the batch axes are missing: rhs must act "
-                                r"on every batch element"]),
-        (RhoStackedOnTheWrongAxis, [r"^drho/dt has shape \(4, 4, 2\), rho has \(2, 4, 4\) \(the same axes in another "
-                                    r"order: a transpose or permute in the computation of drho/dt moved the batch axes\)$"]),
-        (ComplexForce, [r"^dV/dt has dtype torch.complex128, V has torch.float64 \(a classical field's derivative must "
-                        r"be real: take .real of the rho entries dV/dt uses"]),
+        (ForceOfOneTrajectory, [(r"dV/dt has shape \(4,\), V has \(2, 4\) \(the batch axes are missing: rhs must act "
+                                r"on every batch element")]),
+        (RhoStackedOnTheWrongAxis, [(r"^drho/dt has shape \(4, 4, 2\), rho has \(2, 4, 4\) \(the same axes in another "
+                                    r"order: a transpose or permute in the computation of drho/dt moved the batch axes\)$")]),
+        (ComplexForce, [(r"^dV/dt has dtype torch.complex128, V has torch.float64 \(a classical field's derivative must "
+                        r"be real: take .real of the rho entries dV/dt uses")]),
         (RealRhoDerivative, [r"^drho/dt has dtype torch.float64, rho has torch.complex128 \(drho/dt must be complex"]),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
@@ -242,7 +242,7 @@ def test_a_malformed_derivative_fails_its_check_and_the_rest_skip_without_crashi
     system = cls(L=4)
     states = {"batch": system.initial_state("random_start", n_traj=2)}
     passing = {"scenarios_deterministic", "observables_declared", "invariants_conserved"}  # none declared
-    failed, passed, skipped, _ = assert_fails(system, "rhs_shapes_dtypes", patterns, states=states, passing=passing)
+    failed, _passed, skipped, _ = assert_fails(system, "rhs_shapes_dtypes", patterns, states=states, passing=passing)
     assert set(failed) == {"rhs_shapes_dtypes[batch]"}
     for cid, why in skipped.items():  # every check that needs rhs says why it did not run
         assert re.search(SKIPPED_FOR_SHAPES, why) or "no test state fits" in why, (cid, why)
@@ -254,10 +254,10 @@ def test_a_malformed_derivative_fails_its_check_and_the_rest_skip_without_crashi
 
 def test_a_single_precision_derivative_names_the_precision():
     system = SinglePrecisionForce(L=4)
-    failed, *_ = assert_fails(
+    _failed, *_ = assert_fails(
         system, "rhs_shapes_dtypes",
-        [r"^dV/dt has dtype torch.float32, V has torch.float64 \(rhs must compute in the state's precision: look for "
-         r"a tensor created without dtype= or a .float\(\)/.to\(\) on the way\)$"],
+        [(r"^dV/dt has dtype torch.float32, V has torch.float64 \(rhs must compute in the state's precision: look for "
+         r"a tensor created without dtype= or a .float\(\)/.to\(\) on the way\)$")],
         passing={"hermiticity_and_trace", "von_neumann_generator", "graph_matches_rhs", "batch_equivalence"},
     )
 
@@ -317,15 +317,15 @@ class GraphNamesTheWrongVariable(ToySystem):
 
 
 def test_the_bond_coupled_toy_is_correct():
-    failed, passed, skipped, warned = run_kit(BondCoupledToy(L=4))
+    failed, _passed, skipped, warned = run_kit(BondCoupledToy(L=4))
     assert not failed and not skipped and not warned, (failed, skipped, warned)
 
 
 def test_an_undeclared_dependency_names_the_derivative_the_input_and_the_fix():
     failed, *_ = assert_fails(
         BondCoupledGraphNotUpdated(L=4), "graph_matches_rhs",
-        [r"^rhs depends on inputs the graph does not declare:\n  dV/dt depends on rho, beyond its declared "
-         r"diagonal\(rho\) \(perturbed where those views see nothing\): response \d\.\d{3}e[-+]\d+ on state",
+        [(r"^rhs depends on inputs the graph does not declare:\n  dV/dt depends on rho, beyond its declared "
+         r"diagonal\(rho\) \(perturbed where those views see nothing\): response \d\.\d{3}e[-+]\d+ on state"),
          r"\n  Declare each dependency in the system's graph \(through a view that sees what rhs reads"],
         passing=ALL - {"graph_matches_rhs"},
     )
@@ -333,16 +333,16 @@ def test_an_undeclared_dependency_names_the_derivative_the_input_and_the_fix():
 
 
 def test_a_view_of_the_wrong_variable_is_pointed_out():
-    failed, passed, skipped, warned = assert_fails(
+    _failed, _passed, _skipped, warned = assert_fails(
         GraphNamesTheWrongVariable(L=4), "graph_matches_rhs",
         [r"dV/dt depends on X, which the graph does not declare as an input of V",
-         r"dV/dt never responded to its declared V: declared in place of what rhs reads \(a view of the wrong "
-         r"variable\)\?"],
+         (r"dV/dt never responded to its declared V: declared in place of what rhs reads \(a view of the wrong "
+         r"variable\)\?")],
         passing=ALL - {"graph_matches_rhs"},
     )
     assert [str(w.message) for w in warned if issubclass(w.category, UnusedDependencyWarning)] == [
-        "dV/dt never responded to its declared input V on the test states ['at_rest', 'random', 'random_start']: "
-        "the graph gives the surrogate an input the equations do not use"]
+        ("dV/dt never responded to its declared input V on the test states ['at_rest', 'random', 'random_start']: "
+        "the graph gives the surrogate an input the equations do not use")]
 
 
 # ================================================================================================
@@ -400,13 +400,13 @@ GOOD_STATES = ("at_rest", "random_start", "random")
 @pytest.mark.parametrize(
     ("cls", "pattern"),
     [
-        (ReseedsTorch, r"^scenario 'kicked' changes the global torch \(torch.randn/rand without generator=\) random "
+        (ReseedsTorch, (r"^scenario 'kicked' changes the global torch \(torch.randn/rand without generator=\) random "
                        r"state \(it draws from or reseeds the global generator\).*: draw random numbers from a "
-                       r"generator seeded by the scenario's own arguments, e.g. np.random.default_rng\(seed\)"),
-        (NumpyWithoutSeed, r"^scenario 'kicked' is not deterministic for \{\}: two calls gave different "
-                           r"states; it draws from the global numpy \(np.random.\*\) random generator: draw random"),
-        (UnseededGenerator, r"^scenario 'kicked' is not deterministic for \{\}: two calls gave different "
-                            r"states; it draws from an unseeded generator or depends on something else"),
+                       r"generator seeded by the scenario's own arguments, e.g. np.random.default_rng\(seed\)")),
+        (NumpyWithoutSeed, (r"^scenario 'kicked' is not deterministic for \{\}: two calls gave different "
+                           r"states; it draws from the global numpy \(np.random.\*\) random generator: draw random")),
+        (UnseededGenerator, (r"^scenario 'kicked' is not deterministic for \{\}: two calls gave different "
+                            r"states; it draws from an unseeded generator or depends on something else")),
         (NonHermitianScenario, r"^scenario 'tilted' gives a non-Hermitian rho \(5.000e-02\)$"),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
@@ -514,10 +514,10 @@ def test_spins_with_a_conserved_length_pass_everything():
 def test_spins_not_rotated_break_the_declared_length():
     failed, *_ = assert_fails(
         SpinsNotRotated(), "invariants_conserved",
-        [r"^invariant 'S_length' is not conserved by rhs: its drift \[.*\] at dt=0\.2, dt/2, dt/4 falls with order "
+        [(r"^invariant 'S_length' is not conserved by rhs: its drift \[.*\] at dt=0\.2, dt/2, dt/4 falls with order "
          r"\[.*\]; a conserved quantity drifts at round-off \(a linear one: RK4 keeps it exactly\) or as dt\^4 "
          r"\(order >= 3\.3\)\. Either rhs breaks the symmetry behind it \(e\.g\. a spin length needs dS/dt = S x B, a "
-         r"rotation\) or invariants\(state\)\['S_length'\] is not what the equations conserve$"],
+         r"rotation\) or invariants\(state\)\['S_length'\] is not what the equations conserve$")],
         passing={"rhs_shapes_dtypes", "hermiticity_and_trace", "von_neumann_generator", "rk4_order",
                  "graph_matches_rhs", "batch_equivalence"},
     )
