@@ -11,7 +11,7 @@ The `von_neumann_generator` check compares `rhs(state).rho` with `-i [H, rho]` f
 respect to rho, taken by torch autograd, so `energy` must be differentiable in rho. A system whose
 energy is not (e.g. computed in numpy) can expose `H` itself through an optional hook,
 
-    def one_body_hamiltonian(self, state: State) -> torch.Tensor:  # Hermitian, (*batch, L, L)
+    def one_body_hamiltonian(self, state: State) -> torch.Tensor:  # Hermitian, (*batch, L*d, L*d)
 
 which the kit then uses instead of autograd. With neither, the check is skipped, not failed: it
 raises `CheckSkipped` (a `unittest.SkipTest`, so pytest reports the case as skipped with the
@@ -19,18 +19,30 @@ reason) and `check_system` warns with a `ConformanceSkipWarning`.
 
 The `graph_matches_rhs` check compares the declared dependency graph with what `rhs` actually reads
 (see `check_graph_matches_rhs`): an undeclared dependency fails, a declared one that never matters warns.
+
+The `invariants_conserved` check integrates every quantity the system declares through its
+`invariants(state)` hook and requires it conserved (exactly for a linear one, with a drift falling as
+dt^4 otherwise); a system that declares none passes it.
+
+Every check runs for systems with several orbitals per site (`System.orbitals = d`, rho `(L*d) x (L*d)`).
+A test state that does not fit the system (wrong fields, L, or rho's size), or an rhs whose output is
+malformed (a derivative shaped unlike its variable), fails `rhs_shapes_dtypes` for that state with the
+details; the checks that cannot run on it are skipped (`CheckSkipped`), naming the reason, instead of
+crashing somewhere inside a solver.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import random
 import unittest
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .solvers import get_solver, simulate
@@ -170,21 +182,113 @@ class _States:
         return self._built
 
 
-def check_rhs_shapes_dtypes(system: System, state: State, **_: Any) -> None:
+def _shape(t: Any) -> Any:
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def state_problems(system: System, state: State) -> list[str]:
+    """What makes `state` unfit for `system`: field names, the lattice size, rho's size `L * orbitals`
+    and the dtypes (empty when it fits). Such a state comes from a scenario (or a test) that built it
+    wrongly; rhs cannot be judged on it."""
+    problems = []
+    L, d = system.L, system.orbitals
+    if tuple(state.fields) != tuple(system.field_names):
+        problems.append(f"the state has fields {list(state.fields)}, the system declares field_names "
+                        f"{list(system.field_names)}")
+    batch = tuple(state.rho.shape[:-2])
+    for name, t in state.fields.items():
+        if tuple(t.shape) != (*batch, L):
+            problems.append(f"field '{name}' has shape {tuple(t.shape)}; the system has L={L} sites, so it must be "
+                            f"(*batch, L) = {(*batch, L)}")
+        if t.is_complex():
+            problems.append(f"field '{name}' is complex ({t.dtype}); classical fields are real")
+    N = L * d
+    if tuple(state.rho.shape[-2:]) != (N, N):
+        n = state.rho.shape[-1]
+        why = (f" (that is L x L: the orbital index is missing, rho must span L*d = {L}*{d} one-body states)"
+               if d > 1 and n == L else "")
+        problems.append(f"rho has shape {tuple(state.rho.shape)}; the system has L={L} sites and orbitals={d}, so it "
+                        f"must be (*batch, L*d, L*d) = {(*batch, N, N)}{why}")
+    if not state.rho.is_complex():
+        problems.append(f"rho is real ({state.rho.dtype}); it must be complex")
+    return problems
+
+
+def _derivative_shape_hint(name: str, got: tuple[int, ...], want: tuple[int, ...], n_batch: int) -> str:
+    """Why a derivative's shape may differ from its variable's, from the two shapes."""
+    if got == want[n_batch:]:
+        return (" (the batch axes are missing: rhs must act on every batch element, batched over the leading "
+                "axes; look for indexing or a reduction over them)")
+    if sorted(got) == sorted(want):
+        return (f" (the same axes in another order: a transpose or permute in the computation of d{name}/dt moved "
+                "the batch axes)")
+    return ""
+
+
+def rhs_problems(system: System, state: State) -> list[str]:
+    """What is wrong with the structure of `rhs(state)` (not a `State`, other variables, shapes not those
+    of the variables); empty when the other checks can run on it. `state` must fit the system."""
     d = system.rhs(state)
-    assert d.fields.keys() == state.fields.keys(), f"rhs returned fields {list(d.fields)}, state has {list(state.fields)}"
+    if not isinstance(d, State):
+        return [f"rhs returned a {type(d).__name__}, not a State (return State._raw(fields, drho) or State(...))"]
+    if d.fields.keys() != state.fields.keys():
+        return [f"rhs returned fields {list(d.fields)}, state has {list(state.fields)}"]
+    problems = []
+    n_batch = len(state.batch_shape)
     for name in state.names:
         a, b = state[name], d[name]
-        assert a.shape == b.shape, f"d{name}/dt has shape {tuple(b.shape)}, {name} has {tuple(a.shape)}"
-        assert a.dtype == b.dtype, f"d{name}/dt has dtype {b.dtype}, {name} has {a.dtype}"
+        if not isinstance(b, torch.Tensor):
+            problems.append(f"d{name}/dt is a {type(b).__name__}, not a tensor")
+        elif a.shape != b.shape:
+            hint = _derivative_shape_hint(name, tuple(b.shape), tuple(a.shape), n_batch)
+            problems.append(f"d{name}/dt has shape {tuple(b.shape)}, {name} has {tuple(a.shape)}{hint}")
+        elif a.is_complex() != b.is_complex():  # integrating it would leave the state's space altogether
+            problems.append(f"d{name}/dt has dtype {b.dtype}, {name} has {a.dtype}{_dtype_hint(name, b.dtype, a.dtype)}")
+    return problems
+
+
+def _require_runnable(system: System, state: State) -> None:
+    """Skip a check that cannot run on this state: the state does not fit the system, or rhs returns a
+    malformed derivative. The `rhs_shapes_dtypes` check of the same state fails with the details."""
+    problems = state_problems(system, state) or rhs_problems(system, state)
+    if problems:
+        raise CheckSkipped(f"not run: {problems[0]}; the rhs_shapes_dtypes check of this state fails for it")
+
+
+def _dtype_hint(name: str, got: torch.dtype, want: torch.dtype) -> str:
+    if name == RHO and not got.is_complex:
+        return " (drho/dt must be complex: -i[H, rho] is; was .real taken, or was it built in a real tensor?)"
+    if name != RHO and got.is_complex:
+        return (f" (a classical field's derivative must be real: take .real of the rho entries d{name}/dt uses, "
+                "e.g. occupations Re rho_ii)")
+    return (" (rhs must compute in the state's precision: look for a tensor created without dtype= or a "
+            ".float()/.to() on the way)")
+
+
+def check_rhs_shapes_dtypes(system: System, state: State, **_: Any) -> None:
+    """The state fits the system; `rhs(state)` returns each derivative shaped and typed like its variable,
+    finite; `energy(state)` is real and shaped like the batch; the graph names exactly the state's variables."""
+    misfit = state_problems(system, state)
+    assert not misfit, (
+        "the test state does not fit the system: " + "; ".join(misfit)
+        + " (the scenario, or the test, that built this state is wrong)"
+    )
+    problems = rhs_problems(system, state)
+    assert not problems, "; ".join(problems)
+    d = system.rhs(state)
+    for name in state.names:
+        a, b = state[name], d[name]
+        assert a.dtype == b.dtype, f"d{name}/dt has dtype {b.dtype}, {name} has {a.dtype}{_dtype_hint(name, b.dtype, a.dtype)}"
         assert torch.isfinite(b).all(), f"d{name}/dt is not finite"  # complex: both parts finite
     e = system.energy(state)
+    assert isinstance(e, torch.Tensor), f"energy(state) returned a {type(e).__name__}, not a tensor shaped like the batch"
     assert e.shape == state.batch_shape, f"energy shape {tuple(e.shape)} != batch shape {tuple(state.batch_shape)}"
     assert not e.is_complex(), "energy must be real"
     assert set(system.graph.variables) == set(state.names), f"graph variables {system.graph.variables} != {state.names}"
 
 
 def check_rhs_real_matches_rhs(system: System, state: State, **_: Any) -> None:
+    _require_runnable(system, state)
     d = system.rhs(state)
     df, dre, dim = system.rhs_real(dict(state.fields), state.rho.real, state.rho.imag)
     err = max(float((dre - d.rho.real).abs().amax()), float((dim - d.rho.imag).abs().amax()))
@@ -200,6 +304,7 @@ def _flatten_batch(state: State) -> State:
 
 
 def check_batch_equivalence(system: System, state: State, **_: Any) -> None:
+    _require_runnable(system, state)
     if not state.batch_shape:
         return
     flat = _flatten_batch(state)
@@ -219,20 +324,38 @@ def check_hermiticity_and_trace(system: System, state: State, dt: float, n_steps
     `|Tr rho|` (the electron number) for the trace. The drift `Tr rho(t) - Tr rho(0)` is complex, so
     it includes any imaginary part (and `|Im Tr rho| <= L/2 * max |rho - rho^H|` anyway).
     """
+    _require_runnable(system, state)
     save_every = max(1, n_steps // 10)
     while n_steps % save_every:  # simulate needs a divisor of n_steps
         save_every -= 1
     traj = simulate(system, state, dt, n_steps, save_every=save_every)
     herm = hermiticity_error(traj.rho)
     herm_scale = max(1.0, float(traj.rho.abs().amax()))
+    drho = system.rhs(state).rho
     assert herm <= tol.hermiticity * herm_scale, (
         f"rho lost Hermiticity: max |rho - rho^H| = {herm:.3e} > {tol.hermiticity:.0e} * {herm_scale:.3g}"
+        + _hermiticity_diagnosis(state.rho, drho)
     )
     tr = trace_of(traj.rho)
     tr_err = float((tr - tr[0]).abs().amax()) / max(1.0, float(tr[0].abs().amax()))
     assert tr_err <= tol.trace, (
         f"trace of rho drifted by {tr_err:.3e} (relative to the initial trace) > {tol.trace:.0e}"
+        f"; Tr(drho/dt) = {complex(trace_of(drho).flatten()[trace_of(drho).abs().flatten().argmax()]):.3e} on the "
+        "initial state, where any commutator -i[H, rho] is traceless: rhs adds a term that is not a commutator "
+        "(a loss or gain of electrons)"
     )
+
+
+def _hermiticity_diagnosis(rho: torch.Tensor, drho: torch.Tensor) -> str:
+    """Where a loss of Hermiticity starts: the initial rho, or drho/dt on it."""
+    rho_err = hermiticity_error(rho)
+    if rho_err > 1e-12 * max(1.0, float(rho.abs().amax())):
+        return (f"; the initial rho is itself not Hermitian (max |rho - rho^H| = {rho_err:.3e}): fix the scenario or "
+                "state that built it")
+    d_err = hermiticity_error(drho)
+    return (f"; drho/dt is not Hermitian already on the initial (Hermitian) rho (max |drho/dt - drho/dt^H| = "
+            f"{d_err:.3e}): rhs must return -i[H, rho] = -i(H rho - rho H) with a Hermitian H; a missing "
+            "rho H term or a non-Hermitian H (gain/loss) does this")
 
 
 def effective_hamiltonian(system: System, state: State) -> tuple[torch.Tensor, str]:
@@ -287,6 +410,7 @@ def check_von_neumann_generator(system: System, state: State, tol: Tolerances, *
     Hermiticity, trace, energy conservation and RK4 order all hold for the mirror dynamics
     `+i [H, rho]` too; only comparing with the generator itself tells the two apart.
     """
+    _require_runnable(system, state)
     H, source = effective_hamiltonian(system, state)
     rho = state.rho
     d = system.rhs(state).rho
@@ -314,24 +438,143 @@ def _energy_drift(system: System, state: State, dt: float, T: float) -> float:
     return float((system.energy(traj.index(-1)) - system.energy(traj.index(0))).abs().amax())
 
 
+def _drift_converges(drifts: list[float], floor: float, tol: Tolerances) -> tuple[bool, list[float], list[float]]:
+    """Whether drifts measured at dt, dt/2, dt/4 are those of a conserved quantity under RK4: at the
+    round-off `floor` from the coarsest step, or falling with an order >= `tol.energy_order_min` (a pair
+    whose finer drift reached the floor only bounds the order from below: no evidence against RK4).
+    Returns the verdict, the drifts clipped at the floor and the observed orders."""
+    if drifts[0] < floor:
+        return True, drifts, []  # conserved to round-off at the coarsest step: nothing to measure
+    clipped = [max(d, floor) for d in drifts]
+    orders = observed_order(clipped)
+    ok = any(o >= tol.energy_order_min or fine <= floor for o, fine in zip(orders, clipped[1:]))
+    return ok, clipped, orders
+
+
+def energy_rate(system: System, state: State) -> float | None:
+    """`max |dE/dt|` at `state` along rhs, `<grad E, rhs(state)>` by autograd (fields, and rho through
+    `Re Tr(G^H drho/dt)`): zero when rhs conserves energy. None when energy is not differentiable."""
+    try:
+        with torch.enable_grad():
+            leaves = {k: v.detach().clone().requires_grad_(True) for k, v in state.variables().items()}
+            rho = leaves.pop(RHO)
+            e = system.energy(State._raw(dict(leaves), rho))
+            if not (isinstance(e, torch.Tensor) and e.requires_grad):
+                return None
+            grads = torch.autograd.grad(e.sum(), [*leaves.values(), rho], allow_unused=True)
+    except Exception:  # noqa: BLE001 - a numpy energy: no rate, the drift alone is reported
+        return None
+    d = system.rhs(state)
+    rate = torch.zeros(state.batch_shape, dtype=torch.float64)
+    for (name, _), g in zip([*leaves.items(), (RHO, rho)], grads):
+        if g is not None:
+            prod = (g.conj() * d[name]).real if g.is_complex() else g * d[name]
+            rate = rate + prod.reshape(*state.batch_shape, -1).sum(-1).to(torch.float64)
+    return float(rate.abs().max())
+
+
+def _energy_rate_along(system: System, state: State, dt: float, n_steps: int) -> float | None:
+    """The largest `|dE/dt|` along rhs (`energy_rate`) over a few states of the RK4 trajectory from `state`:
+    at a single state it can vanish by accident (at rest, no force does work)."""
+    every = max(1, n_steps // 4)
+    while n_steps % every:
+        every -= 1
+    traj = simulate(system, state, dt, n_steps, save_every=every)
+    rates = [energy_rate(system, traj.index(i)) for i in range(traj.rho.shape[0])]
+    return None if any(r is None for r in rates) else max(rates)
+
+
 def check_energy_drift_order(system: System, state: State, dt: float, n_steps: int, tol: Tolerances, **_: Any) -> None:
+    """Over `T = dt * n_steps`, the energy drift of RK4 is at round-off or falls as `dt^4` (order at least
+    `tol.energy_order_min`) when dt halves: the equations conserve `energy`. The message gives the
+    instantaneous `dE/dt` along rhs, which tells equations that disagree with `energy` (nonzero) from
+    dynamics RK4 cannot integrate to fourth order (zero)."""
+    _require_runnable(system, state)
     T = dt * n_steps
     drifts = [_energy_drift(system, state, dt / 2**k, T) for k in range(3)]
     e0 = float(system.energy(state).abs().amax())
     floor = 1e-13 * max(1.0, e0) * n_steps * 4
-    if drifts[0] < floor:
-        return  # energy conserved to round-off at the coarsest step: nothing to measure
-    drifts = [max(d, floor) for d in drifts]
-    orders = observed_order(drifts)
-    # A drift that reached the round-off floor at the finer step only bounds the order from below:
-    # that pair is no evidence against RK4 (clipping it would fake a low order near the floor).
-    converged = any(o >= tol.energy_order_min or fine <= floor for o, fine in zip(orders, drifts[1:]))
-    assert converged, (
-        f"energy drift {drifts} at dt={dt}, dt/2, dt/4 falls with order {orders}; expected ~4 (RK4)"
+    converged, drifts, orders = _drift_converges(drifts, floor, tol)
+    if converged:
+        return
+    rate = _energy_rate_along(system, state, dt, n_steps)
+    if rate is None:
+        why = ("energy(state) is not conserved by rhs(state): the equations and the energy disagree (a term with "
+               "another factor or sign in energy than in rhs) or rhs has a non-conservative term (friction, gain/loss)")
+    elif rate > 1e-9 * max(1.0, e0):
+        why = (f"energy(state) is not conserved by rhs(state): along the trajectory, dE/dt = <grad energy, rhs> "
+               f"reaches {rate:.3e} (0 at every state for a conservative rhs). energy and rhs disagree: a term with another factor or sign "
+               "in energy than in rhs (for fields dQ/dt = dE/dP and dP/dt = -dE/dQ, for rho -i[dE/drho, rho]), "
+               "or rhs has a non-conservative term (friction, gain/loss)")
+    else:
+        why = (f"dE/dt = <grad energy, rhs> is at most {rate:.3e} along the trajectory (round-off), so rhs conserves "
+               "energy but RK4 does not converge at fourth order: rhs is probably not smooth in the state (a sign, "
+               "abs, clamp or branch)")
+    raise AssertionError(
+        f"energy drift {drifts} at dt={dt}, dt/2, dt/4 falls with order {orders}; expected ~4 (RK4): {why}"
     )
 
 
+def _check_invariant_values(name: str, value: Any, state: State) -> torch.Tensor:
+    assert isinstance(value, torch.Tensor), (
+        f"invariants(state)['{name}'] is a {type(value).__name__}; return a tensor shaped (*batch, ...)"
+    )
+    batch = tuple(state.batch_shape)
+    assert tuple(value.shape[: len(batch)]) == batch, (
+        f"invariants(state)['{name}'] has shape {tuple(value.shape)}; its leading axes must be the batch shape "
+        f"{batch} (one value, or one array, per state: compute it batched over the leading axes)"
+    )
+    assert not value.is_complex(), (
+        f"invariants(state)['{name}'] is complex ({value.dtype}); declare real quantities (e.g. .real of a trace, |z|)"
+    )
+    assert bool(torch.isfinite(value).all()), f"invariants(state)['{name}'] is not finite on a valid state"
+    return value.detach().to(torch.float64)
+
+
+def check_invariants_conserved(system: System, state: State, dt: float, n_steps: int, tol: Tolerances,
+                               **_: Any) -> None:
+    """Every quantity `system.invariants(state)` declares is conserved by RK4 as by the energy check: its
+    drift over `T = dt * n_steps` is at round-off (relative to the quantity's scale, floored at 1), as for
+    a linear invariant which RK4 keeps exactly, or falls as `dt^4` when dt halves. Each must be real,
+    finite and shaped `(*batch, ...)`. A system that declares none passes: nothing is claimed."""
+    misfit = state_problems(system, state)
+    if misfit:  # invariants(state) may not even compute on it
+        raise CheckSkipped(f"not run: {misfit[0]}; the rhs_shapes_dtypes check of this state fails for it")
+    first = system.invariants(state)
+    if not first:
+        return
+    _require_runnable(system, state)
+    assert isinstance(first, Mapping), f"invariants(state) returned a {type(first).__name__}; return a dict name -> tensor"
+    inv0 = {k: _check_invariant_values(k, v, state) for k, v in first.items()}
+    T = dt * n_steps
+    drifts: dict[str, list[float]] = {k: [] for k in inv0}
+    for k in range(3):
+        n = n_steps * 2**k
+        final = simulate(system, state, T / n, n, save_every=n).index(-1)
+        inv = system.invariants(final)
+        assert set(inv) == set(inv0), f"invariants() declares {sorted(inv0)} at t = 0 but {sorted(inv)} later"
+        for name, v0 in inv0.items():
+            v = _check_invariant_values(name, inv[name], final)
+            assert v.shape == v0.shape, f"invariants(state)['{name}'] changed shape from {tuple(v0.shape)} to {tuple(v.shape)}"
+            drifts[name].append(float((v - v0).abs().amax()) if v.numel() else 0.0)
+    bad = []
+    for name, v0 in inv0.items():
+        scale = max(1.0, float(v0.abs().amax()) if v0.numel() else 0.0)
+        floor = 1e-13 * scale * n_steps * 4
+        ok, clipped, orders = _drift_converges(drifts[name], floor, tol)
+        if not ok:
+            bad.append(
+                f"invariant '{name}' is not conserved by rhs: its drift {clipped} at dt={dt}, dt/2, dt/4 falls with "
+                f"order {orders}; a conserved quantity drifts at round-off (a linear one: RK4 keeps it exactly) or "
+                f"as dt^4 (order >= {tol.energy_order_min}). Either rhs breaks the symmetry behind it (e.g. a spin "
+                f"length needs dS/dt = S x B, a rotation) or invariants(state)['{name}'] is not what the equations "
+                "conserve"
+            )
+    assert not bad, "\n  ".join(bad)
+
+
 def check_rk4_order(system: System, state: State, dt: float, n_steps: int, tol: Tolerances, **_: Any) -> None:
+    _require_runnable(system, state)
     T = dt * n_steps
     ref_n = n_steps * 16
     ref = simulate(system, state, T / ref_n, ref_n, save_every=ref_n).index(-1)
@@ -348,13 +591,60 @@ def check_rk4_order(system: System, state: State, dt: float, n_steps: int, tol: 
     assert get_solver("rk4").order == 4
 
 
+def _global_rng_states() -> tuple[Any, ...]:
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def _rngs_changed(before: tuple[Any, ...], after: tuple[Any, ...]) -> list[str]:
+    """The global generators (torch's, numpy's, Python's) whose state differs between two snapshots."""
+    changed = []
+    if not torch.equal(before[0], after[0]):
+        changed.append("torch (torch.randn/rand without generator=)")
+    nb, na = before[1], after[1]
+    if nb[0] != na[0] or not np.array_equal(nb[1], na[1]) or tuple(nb[2:]) != tuple(na[2:]):
+        changed.append("numpy (np.random.*)")
+    if before[2] != after[2]:
+        changed.append("Python's random")
+    return changed
+
+
 def check_scenarios_deterministic(
     system: System, state: State, scenario_kwargs: Mapping[str, Mapping[str, Any]] | None = None, **_: Any
 ) -> None:
+    """Every scenario the kit can call builds a state that fits the system, the same state on every call
+    without touching the global random generators, with a Hermitian rho whose eigenvalues (occupations)
+    lie in [0, 1], in float64 / complex128. The global generators are left as they were found."""
+    saved = _global_rng_states()
+    try:
+        _scenarios_deterministic(system, scenario_kwargs)
+    finally:
+        torch.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+
+
+def _scenarios_deterministic(system: System, scenario_kwargs: Mapping[str, Mapping[str, Any]] | None) -> None:
     for name, kw in runnable_scenarios(system, scenario_kwargs).items():
+        # Advance each global generator first, so a scenario that reseeds one cannot leave it where it was.
+        torch.rand(1), np.random.random(), random.random()
+        before = _global_rng_states()
         a = system.initial_state(name, **kw)
+        touched = _rngs_changed(before, _global_rng_states())
         b = system.initial_state(name, **kw)
-        assert a.allclose(b, rtol=0, atol=0), f"scenario '{name}' is not deterministic for {kw}"
+        misfit = state_problems(system, a)
+        assert not misfit, f"scenario '{name}' builds a state that does not fit the system: " + "; ".join(misfit)
+        seed_hint = ("draw random numbers from a generator seeded by the scenario's own arguments, e.g. "
+                     "np.random.default_rng(seed) or torch.Generator().manual_seed(seed)")
+        same = all(a[v].shape == b[v].shape for v in a.names) and a.allclose(b, rtol=0, atol=0)
+        if not same:
+            src = (f"it draws from the global {' and '.join(touched)} random generator" if touched else
+                   "it draws from an unseeded generator or depends on something else that changes between calls")
+            raise AssertionError(f"scenario '{name}' is not deterministic for {kw}: two calls gave different states; "
+                                 f"{src}: {seed_hint}")
+        assert not touched, (
+            f"scenario '{name}' changes the global {' and '.join(touched)} random state (it draws from or reseeds "
+            f"the global generator), so building a state shifts everyone else's random stream: {seed_hint}"
+        )
         herm = hermiticity_error(a.rho)
         assert herm < 1e-12, f"scenario '{name}' gives a non-Hermitian rho ({herm:.3e})"
         ev = torch.linalg.eigvalsh(a.rho)
@@ -460,7 +750,11 @@ def check_graph_matches_rhs(
     """
     graph = system.graph
     gen = torch.Generator().manual_seed(0)
-    tested = states if states is not None else {"state": state}
+    given = states if states is not None else {"state": state}
+    tested = {k: st for k, st in given.items() if not (state_problems(system, st) or rhs_problems(system, st))}
+    if not tested:
+        raise CheckSkipped(f"not run: no test state fits the system with a well-formed rhs ({sorted(given)}); the "
+                           "rhs_shapes_dtypes checks fail for them")
     undeclared: dict[tuple[str, str], tuple[float, str]] = {}  # (target, source) -> largest response, where
     used: dict[tuple[str, int], float] = {}  # (target, input index) -> largest response / bound
 
@@ -479,9 +773,11 @@ def check_graph_matches_rhs(
                 r = probe.response(d.source, probe.blind(others, d.source), t)
                 if r is not None:
                     used[(t, i)] = max(used.get((t, i), 0.0), r / bound)
+    silent: dict[str, list[str]] = {}
     for t in graph.variables:
         for i, d in enumerate(graph.inputs(t)):
             if (t, i) in used and used[(t, i)] <= 1.0:
+                silent.setdefault(t, []).append(d.label())
                 warnings.warn(
                     f"d{t}/dt never responded to its declared input {d.label()} on the test states "
                     f"{sorted(tested)}: the graph gives the surrogate an input the equations do not use",
@@ -495,6 +791,12 @@ def check_graph_matches_rhs(
             how = (f"beyond its declared {', '.join(seen_as)} (perturbed where those views see nothing)"
                    if seen_as else f"which the graph does not declare as an input of {t}")
             lines.append(f"d{t}/dt depends on {source}, {how}: response {r:.3e} on state '{sname}'")
+        for t in sorted({t for t, _ in undeclared}):
+            if t in silent:
+                lines.append(f"d{t}/dt never responded to its declared {', '.join(silent[t])}: declared in place of "
+                             f"what rhs reads (a view of the wrong variable)?")
+        lines.append("Declare each dependency in the system's graph (through a view that sees what rhs reads: "
+                     "'matrix' sees all of rho) or remove it from rhs")
         raise AssertionError("rhs depends on inputs the graph does not declare:\n  " + "\n  ".join(lines))
 
 
@@ -503,6 +805,9 @@ def check_observables_declared(system: System, state: State, **_: Any) -> None:
     is batched: evaluating a batch equals evaluating each state on its own (metrics and figures rely on it)."""
     from .observables import check_observables
 
+    misfit = state_problems(system, state)
+    if misfit:
+        raise CheckSkipped(f"not run: {misfit[0]}; the rhs_shapes_dtypes check of this state fails for it")
     observables = check_observables(system.observables())
     assert observables, f"{system.name}: observables() declares nothing; diagnostics and figures would be empty"
     flat = _flatten_batch(state)
@@ -523,13 +828,15 @@ CHECKS: dict[str, Callable[..., None]] = {
     "von_neumann_generator": check_von_neumann_generator,
     "energy_drift_order": check_energy_drift_order,
     "rk4_order": check_rk4_order,
+    "invariants_conserved": check_invariants_conserved,
     "observables_declared": check_observables_declared,
     "scenarios_deterministic": check_scenarios_deterministic,
     "graph_matches_rhs": check_graph_matches_rhs,
 }
 
 _PER_STATE = {"rhs_shapes_dtypes", "rhs_real_matches_rhs", "batch_equivalence", "hermiticity_and_trace",
-              "von_neumann_generator", "energy_drift_order", "rk4_order", "observables_declared"}
+              "von_neumann_generator", "energy_drift_order", "rk4_order", "invariants_conserved",
+              "observables_declared"}
 
 
 def _run_check(fn: Callable[..., None], system: System, states: _States, name: str | None, kw: dict[str, Any]) -> None:

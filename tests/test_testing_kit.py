@@ -402,7 +402,7 @@ def test_iter_checks_yields_ids_and_callables():
     states = {"a": toy.initial_state("at_rest"), "b": toy.initial_state("random_start")}
     pairs = list(iter_checks(toy, states, **FAST))
     ids = [cid for cid, _ in pairs]
-    assert len(ids) == len(set(ids)) == 8 * 2 + 2
+    assert len(ids) == len(set(ids)) == 9 * 2 + 2  # 9 per-state checks (invariants_conserved among them), 2 once
     assert ids[:2] == ["rhs_shapes_dtypes[a]", "rhs_shapes_dtypes[b]"]
     assert {"von_neumann_generator[a]", "von_neumann_generator[b]"} <= set(ids)
     assert ids[-2:] == ["scenarios_deterministic", "graph_matches_rhs"]

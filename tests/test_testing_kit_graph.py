@@ -65,8 +65,13 @@ def test_an_undeclared_dependency_fails_naming_target_and_source(cls, message):
         _graph_check(cls(L=4))
     lines = str(info.value).splitlines()
     assert lines[0] == "rhs depends on inputs the graph does not declare:"
-    assert len(lines) == 2 and lines[1].strip().startswith(message), lines  # that one, and nothing else
+    assert len(lines) == 3 and lines[1].strip().startswith(message), lines  # that one, and nothing else
     assert re.search(r"response \d\.\d{3}e[-+]\d+ on state '(start\[[01]\]|rest)'$", lines[1])
+    assert lines[2].strip() == WHERE_TO_LOOK  # and where to fix it
+
+
+WHERE_TO_LOOK = ("Declare each dependency in the system's graph (through a view that sees what rhs reads: 'matrix' "
+                 "sees all of rho) or remove it from rhs")
 
 
 def test_the_undeclared_dependency_is_reported_by_check_system():
