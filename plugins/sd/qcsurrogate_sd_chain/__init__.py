@@ -13,7 +13,7 @@ from .observables import (
     spin_density_y,
     spin_density_z,
     spiral_pitch,
-    vector_chirality_z,
+    vector_chirality,
     vector_structure_factor,
 )
 from .system import SPIN_DENSITY_VIEWS, SDChain, SDChainParams, adjacency, onsite_matrices, tilt
@@ -42,6 +42,6 @@ __all__ = [
     "spin_density_z",
     "spiral_pitch",
     "tilt",
-    "vector_chirality_z",
+    "vector_chirality",
     "vector_structure_factor",
 ]

@@ -77,7 +77,12 @@ def spiral_pitch(S: torch.Tensor, boundary: str) -> torch.Tensor:
     return torch.atan2(cross, (a * b).sum(-2)).mean(-1)
 
 
-def vector_chirality_z(S: torch.Tensor, boundary: str) -> torch.Tensor:
-    """`(1/n_bonds) sum_i (S_i x S_{i+1})_z`: sin q for the spiral (cos qj, sin qj, 0); its sign is the handedness."""
+def vector_chirality(S: torch.Tensor, boundary: str) -> torch.Tensor:
+    """`|(1/n_bonds) sum_i S_i x S_{i+1}|`: sin q for a planar spiral of pitch q in any plane, 0 for collinear spins.
+
+    The magnitude of the mean vector chirality, so it is invariant under global spin rotations (the
+    isotropic exchange conserves the total spin but lets a spiral's plane precess; its z component
+    alone would follow the plane, and a handedness is not rotation invariant for a planar spiral).
+    """
     a, b = neighbour_pairs(S, boundary)
-    return (a[..., 0, :] * b[..., 1, :] - a[..., 1, :] * b[..., 0, :]).mean(-1)
+    return torch.linalg.cross(a, b, dim=-2).mean(-1).norm(dim=-1)

@@ -32,7 +32,7 @@ from .observables import (
     spin_density_y,
     spin_density_z,
     spiral_pitch,
-    vector_chirality_z,
+    vector_chirality,
     vector_structure_factor,
 )
 
@@ -212,9 +212,9 @@ class SDChain(System):
             Observable("spiral_pitch", lambda s: spiral_pitch(S(s), bc),
                        doc="mean angle atan2(|S_i x S_i+1|, S_i . S_i+1) between neighbours: q of a planar spiral",
                        label="spiral pitch", unit="rad/site"),
-            Observable("vector_chirality_z", lambda s: vector_chirality_z(S(s), bc),
-                       doc="mean (S_i x S_i+1)_z over bonds: sin q of an xy spiral, its sign the handedness",
-                       label="vector chirality κ_z"),
+            Observable("vector_chirality", lambda s: vector_chirality(S(s), bc),
+                       doc="|mean over bonds of S_i x S_i+1|: sin q of a planar spiral (any plane), 0 if collinear",
+                       label="vector chirality |κ|"),
             Observable("exchange_alignment", lambda s: (S(s) * spin_density(s.rho)).sum(-2).mean(-1),
                        doc="(1/L) sum_i S_i . s_i: the local spin alignment (exchange energy -J L times it)",
                        label="<S · s>"),
