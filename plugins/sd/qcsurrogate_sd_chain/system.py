@@ -14,7 +14,9 @@ too when B = 0. Full documentation: the plugin's README.md.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -128,7 +130,7 @@ class SDChain(System):
     Params = SDChainParams
     field_names = SPIN_FIELDS
     orbitals = 2
-    vector_fields = {"S": SPIN_FIELDS}
+    vector_fields: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({"S": SPIN_FIELDS})
     params: SDChainParams
 
     # -- the equation -------------------------------------------------------------------------
