@@ -22,7 +22,8 @@ from pathlib import Path
 from ..system import ConfigError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*([_-][a-z0-9]+)*$")
-"""A plugin name: lowercase ASCII letters and digits, words joined by single '-' or '_', starting with a letter."""
+"""A plugin name (after lowercasing): ASCII letters and digits, words joined by single '-' or '_', starting
+with a letter."""
 
 MAX_NAME = 40
 
@@ -68,8 +69,8 @@ class PluginNames:
     @classmethod
     def from_name(cls, raw: str) -> PluginNames:
         """Validate NAME and derive the other names; `ConfigError` saying what is wrong otherwise."""
-        name = raw.strip()
-        if name.lower().startswith("qcsurrogate"):
+        name = raw.strip().lower()
+        if name.startswith("qcsurrogate"):
             rest = re.sub(r"^qcsurrogate[-_]?", "", name, flags=re.IGNORECASE)
             hint = f" (use '{rest}': the distribution becomes qcsurrogate-{rest})" if rest else ""
             raise ConfigError(f"plugin name {raw!r}: give the name without the 'qcsurrogate' prefix{hint}")
