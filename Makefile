@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: venv test demo shallow ssh-soliton wheels wheel-check ssh-fresh bench mutation mutation-sample mutation-holstein mutation-report clean
+.PHONY: venv test demo shallow ssh-soliton wheels wheel-check scaffold-check ssh-fresh bench mutation mutation-sample mutation-holstein mutation-report clean
 
 $(BIN)/qcsurrogate: pyproject.toml plugins/holstein/pyproject.toml plugins/ssh/pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,19 @@ wheel-check: wheels
 	build/wheel-venv-ssh/bin/python -m pip install --quiet -c constraints.txt --find-links dist "qcsurrogate[ssh]"
 	cd build && wheel-venv-ssh/bin/qcsurrogate plugins
 	cd build && wheel-venv-ssh/bin/python -c "import qcsurrogate as q; s=q.load_system('ssh_chain', L=9, alpha=1.5); print(q.simulate(s, s.initial_state('solitons', xi=1.0, velocity=0.1), 0.05, 4))"
+
+# A plugin made by `qcsurrogate new-plugin` works as a user gets it: scaffolded by the CLI installed from
+# the wheels, pip-installed into that venv (core + Holstein), listed by `qcsurrogate plugins`, and its own
+# tests (the conformance kit) and example run pass. About a minute after wheel-check.
+SCAFFOLD_VENV ?= build/wheel-venv
+scaffold-check: wheel-check
+	rm -rf build/scaffold && mkdir -p build/scaffold
+	cd build/scaffold && $(abspath $(SCAFFOLD_VENV))/bin/qcsurrogate new-plugin scaffold-check
+	$(SCAFFOLD_VENV)/bin/python -m pip install --quiet -c constraints.txt --find-links dist "./build/scaffold/qcsurrogate-scaffold-check[test]"
+	cd build/scaffold && $(abspath $(SCAFFOLD_VENV))/bin/qcsurrogate plugins > plugins.txt && cat plugins.txt
+	grep -q "^scaffold_check 0.1.0$$" build/scaffold/plugins.txt && grep -q "^  system scaffold_check: " build/scaffold/plugins.txt
+	cd build/scaffold/qcsurrogate-scaffold-check && OMP_NUM_THREADS=1 $(abspath $(SCAFFOLD_VENV))/bin/python -m pytest -q -p no:cacheprovider
+	cd build/scaffold/qcsurrogate-scaffold-check && OMP_NUM_THREADS=1 $(abspath $(SCAFFOLD_VENV))/bin/qcsurrogate run example.yaml
 
 # The SSH plugin's acceptance check (~5 min, not part of CI): a fresh venv with only the core and the SSH
 # plugin, installed from the wheels, runs the shipped example end to end.

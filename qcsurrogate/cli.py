@@ -295,6 +295,33 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+# new-plugin
+# ------------------------------------------------------------------------------------------------
+def _new_plugin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="plugin name: lowercase letters, digits, '-' or '_' (e.g. kondo-chain); the "
+                                "distribution is qcsurrogate-NAME, the package qcsurrogate_NAME")
+    p.add_argument("--path", type=Path, default=None, metavar="DIR",
+                   help="directory to create (default ./qcsurrogate-NAME); it must not exist or be empty")
+
+
+def _new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import DESCRIPTIONS, new_plugin
+
+    names, target, files = new_plugin(args.name, args.path)
+    print(f"created {target}: distribution {names.dist}, package {names.package}, plugin and system {names.name}")
+    descriptions = {k.format(package=names.package): v for k, v in DESCRIPTIONS.items()}
+    width = max(map(len, files))
+    for rel in files:
+        print(f"  {rel:<{width}}  {descriptions.get(rel, '')}".rstrip())
+    print("next:")
+    print(f"  cd {target}")
+    print('  pip install -e ".[test]"        # into the environment that has qcsurrogate')
+    print("  python -m pytest                # the conformance kit and the physics checks")
+    print("  qcsurrogate run example.yaml    # data, training, evaluation, figures")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -303,6 +330,11 @@ COMMANDS: dict[str, Command] = {
         Command("simulate", "simulate a system from a YAML config into an HDF5 trajectory file",
                 _simulate_args, _simulate),
         Command("inspect", "print the metadata of a trajectory file", _inspect_args, _inspect),
+        Command("new-plugin", "create a new system plugin (package, tests, example config) to start from",
+                _new_plugin_args, _new_plugin,
+                description="Create a new system plugin: an installable distribution qcsurrogate-NAME with a small "
+                            "working System, its register hook, tests that run the conformance kit, a README and "
+                            "an example run config. Nothing is written if anything is wrong."),
     )
 }
 
