@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: venv test demo shallow ssh-soliton wheels wheel-check scaffold-check ssh-fresh bench mutation mutation-sample mutation-holstein mutation-report clean
+.PHONY: venv test demo shallow ssh-soliton sd-spiral wheels wheel-check scaffold-check ssh-fresh bench mutation mutation-sample mutation-holstein mutation-report clean
 
-$(BIN)/qcsurrogate: pyproject.toml plugins/holstein/pyproject.toml plugins/ssh/pyproject.toml constraints.txt
+$(BIN)/qcsurrogate: pyproject.toml plugins/holstein/pyproject.toml plugins/ssh/pyproject.toml plugins/sd/pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e ".[dev]" -e plugins/holstein -e plugins/ssh
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]" -e plugins/holstein -e plugins/ssh -e plugins/sd
 	touch $@
 
 venv: $(BIN)/qcsurrogate
@@ -26,20 +26,25 @@ shallow: venv
 ssh-soliton: venv
 	$(BIN)/qcsurrogate run examples/ssh_soliton.yaml
 
+sd-spiral: venv
+	$(BIN)/qcsurrogate run examples/sd_spiral.yaml
+
 wheels: venv
 	rm -rf dist && mkdir -p dist
 	$(BIN)/python -m build --wheel --outdir dist .
 	$(BIN)/python -m build --wheel --outdir dist plugins/holstein
 	$(BIN)/python -m build --wheel --outdir dist plugins/ssh
+	$(BIN)/python -m build --wheel --outdir dist plugins/sd
 
-# Install the wheels into fresh venvs the way a user would and smoke-test them: core + Holstein, and
-# core + SSH alone (the SSH plugin must not need the Holstein one).
+# Install the wheels into fresh venvs the way a user would and smoke-test them: core + Holstein + s-d, and
+# core + SSH alone (a plugin must not need another one).
 wheel-check: wheels
 	rm -rf build/wheel-venv
 	$(PY) -m venv build/wheel-venv
-	build/wheel-venv/bin/python -m pip install --quiet -c constraints.txt --find-links dist "qcsurrogate[holstein]"
+	build/wheel-venv/bin/python -m pip install --quiet -c constraints.txt --find-links dist "qcsurrogate[holstein,sd]"
 	cd build && wheel-venv/bin/qcsurrogate plugins
 	cd build && wheel-venv/bin/python -c "import qcsurrogate as q; s=q.load_system('holstein', L=4, g=0.5); print(q.simulate(s, s.initial_state('deep_quench', n_traj=2, seed=0), 0.08, 4))"
+	cd build && wheel-venv/bin/python -c "import qcsurrogate as q; s=q.load_system('sd_chain', L=6); print(q.simulate(s, s.initial_state('random_spins', n_traj=2, seed=0), 0.05, 4))"
 	rm -rf build/wheel-venv-ssh
 	$(PY) -m venv build/wheel-venv-ssh
 	build/wheel-venv-ssh/bin/python -m pip install --quiet -c constraints.txt --find-links dist "qcsurrogate[ssh]"
