@@ -453,7 +453,7 @@ def simulate_to_file(
     device = str(simulate_kwargs.get("device") or state0.device)
     # `auto` is decided once for the transient and the stored window together (the whole run's length).
     simulate_kwargs["compile"], _ = resolve_compile(
-        simulate_kwargs.get("compile", "auto"), device, system.L, max(1, int(state0.batch_shape.numel())),
+        simulate_kwargs.get("compile", "auto"), device, int(state0.rho.shape[-1]), max(1, int(state0.batch_shape.numel())),
         discard_steps + n_steps)
     options = {"solver": solver, "device": device, "compile": simulate_kwargs["compile"]}
     if discard_steps:
