@@ -384,3 +384,14 @@ def test_tiny_run_at_two_orbitals(tmp_path, clean_registry, capsys):
     with open_trajectory(data) as tr:
         assert tr.orbitals == 2 and tr.dataset("rho").shape[-1] == 8
     assert load_model(run / "model").orbitals == 2
+
+
+def test_evaluating_a_file_of_other_orbitals_is_refused(tmp_path):
+    from qcsurrogate.pipeline.external import compatibility
+    from qcsurrogate.system import ConfigError
+
+    run = {"system": "s", "graph": {}, "fields": ["X"], "params": {"boundary": "periodic"}, "model_step": 0.1,
+           "orbitals": 1}
+    assert compatibility(run, dict(run), tmp_path / "f.h5") == []
+    with pytest.raises(ConfigError, match=r"has 2 orbital\(s\) per site, the models were built for 1"):
+        compatibility(run, {**run, "orbitals": 2}, tmp_path / "f.h5")
