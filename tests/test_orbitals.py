@@ -168,7 +168,7 @@ def test_one_site_translation_commutes_with_the_surrogate(name, complex_mode):
     """Rho's CNN runs on the (L, L) site grid: translating the ring by one site (d rows of rho) is a
     one-pixel shift, and with periodic padding the step commutes with it (it would not on the
     (L*d, L*d) grid, where one site is d pixels and the kernels would see orbitals as sites)."""
-    state, deriv, nxt, norm = _data()
+    state, _, _, norm = _data()
     torch.manual_seed(1)
     config = parse_model_config({"name": name, "width": 8, "complex_mode": complex_mode, "bilinear_inputs": True,
                                  "integrator_inputs": "state", "linear_skip": True, "dtype": "float64"})
@@ -186,7 +186,7 @@ def test_one_site_translation_commutes_with_the_surrogate(name, complex_mode):
 
 
 def test_model_saved_at_two_orbitals_loads_and_predicts_the_same(tmp_path):
-    state, deriv, nxt, norm = _data()
+    state, _, _, norm = _data()
     model = build_surrogate("parc", SYSTEM, parse_model_config({"width": 8, "complex_mode": "split"}), norm).eval()
     save_model(model, tmp_path / "m")
     assert json.loads((tmp_path / "m" / "model.json").read_text())["orbitals"] == 2
@@ -301,7 +301,7 @@ def test_writer_refuses_a_state_of_other_orbitals(tmp_path):
 def test_training_windows_and_normalisation_at_two_orbitals(spinful_file):
     from qcsurrogate.training.data import WindowSampler, fit_normalization
 
-    path, traj = spinful_file
+    path, _ = spinful_file
     lazy = LazySource(path, block=4)
     try:
         sampler = WindowSampler(lazy, [0, 2], max_window=3, seed=0)
@@ -312,7 +312,7 @@ def test_training_windows_and_normalisation_at_two_orbitals(spinful_file):
         lazy.close()
     assert set(norm.inputs) == {"X:identity", "V:identity", "rho:matrix", "rho:diagonal", "rho:bond_real",
                                 "rho:bond_imag"}
-    mean_n, std_n = norm.inputs["rho:diagonal"]
+    mean_n, _ = norm.inputs["rho:diagonal"]
     assert abs(mean_n - 1.0) < 1e-9  # half filling: L electrons on L sites, n_i averages to 1
 
 

@@ -17,7 +17,8 @@ vector paths of observables and figures, not physics). Dense matrix products: th
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -113,7 +114,7 @@ class ToySpinfulVector(ToySpinful):
     """The same dynamics with `(X, V)` declared a vector field named `XV`."""
 
     name = "toy-spinful-vector"
-    vector_fields = {"XV": ("X", "V")}
+    vector_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {"XV": ("X", "V")}
 
 
 def spin_z(rho: torch.Tensor, L: int) -> torch.Tensor:
