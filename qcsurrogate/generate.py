@@ -119,7 +119,7 @@ def generate_data(
     ex = resolve_execution(
         compile=sim.compile if compile is None else compile, threads=sim.threads if threads is None else threads,
         processes=(world if world > 1 else sim.processes) if processes is None else processes,
-        shards=sim.shards if shards is None else shards, device=sim.compute_device, L=system.L, n_traj=n_traj,
+        shards=sim.shards if shards is None else shards, device=sim.compute_device, L=int(state0.rho.shape[-1]), n_traj=n_traj,
         n_steps=total_steps, cores=cores, step_counts=(sim.save_every, sim.discard_steps),
     )
     extra = {"data_config": data.model_dump(mode="json", include={"system", "scenario", "simulation"}),

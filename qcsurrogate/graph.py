@@ -24,6 +24,7 @@ __all__ = [
     "available_views",
     "get_view",
     "kind_of",
+    "sites_of",
 ]
 
 
@@ -39,9 +40,37 @@ class Dependency:
             return get_view(self.view)
         return get_view("matrix" if self.source == RHO else "identity")
 
+    def evaluate(self, variables: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """This view of `variables[source]`, given all variables (the fields' last axis is the number of
+        sites a blocked view needs); its output shape is checked, so a view that cannot handle the
+        state's orbitals fails here, by name."""
+        x = variables[self.source]
+        view = self.resolved_view()
+        L = sites_of(variables)
+        y = view(x, L)
+        n = int(x.shape[-1]) if view.output_kind == "pair" and view.input_kind == "pair" else L
+        want = (n,) if view.output_kind == "site" else (n, n)
+        if tuple(y.shape[-len(want):]) != want:
+            d = int(variables[RHO].shape[-1]) // L if RHO in variables else 1
+            raise ValueError(
+                f"view '{view.name}' of '{self.source}' returned shape {tuple(y.shape)}; a {view.output_kind} quantity of "
+                f"this state ({L} sites, {d} orbital(s) per site) ends in {want}"
+                + ("" if view.blocked else " (a view reading a matrix with several orbitals per site should be "
+                   "declared blocked=True, to receive it as (*batch, L, L, d, d) site blocks)")
+            )
+        return y
+
     def label(self) -> str:
         v = self.resolved_view()
         return self.source if v.name in ("identity", "matrix") else f"{v.name}({self.source})"
+
+
+def sites_of(variables: Mapping[str, torch.Tensor]) -> int:
+    """The number of lattice sites L of a state's variables: the last axis of its (site) fields."""
+    for name, t in variables.items():
+        if name != RHO:
+            return int(t.shape[-1])
+    raise ValueError("a state needs at least one site field to know its number of sites")
 
 
 def kind_of(variable: str) -> Kind:
@@ -96,7 +125,7 @@ class DependencyGraph:
 
     def gather(self, target: str, variables: Mapping[str, torch.Tensor]) -> list[tuple[Dependency, torch.Tensor]]:
         """Evaluate the views that feed `target` on concrete tensors."""
-        return [(d, d.resolved_view()(variables[d.source])) for d in self.edges[target]]
+        return [(d, d.evaluate(variables)) for d in self.edges[target]]
 
     def to_dict(self) -> dict[str, list[list[str]]]:
         """JSON form (stored with trained models and trajectory files)."""

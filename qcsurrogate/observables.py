@@ -129,7 +129,9 @@ def connected_structure_factor(x: torch.Tensor, q: Sequence[float] | torch.Tenso
 
 
 def default_observables(system: System) -> tuple[Observable, ...]:
-    """`S_<field>(q)`, connected, for every classical field of a 1D-lattice System, over q in [0, pi]."""
+    """`S_<field>(q)`, connected, for every classical field of a 1D-lattice System, over q in [0, pi], and for
+    each declared vector field `S_<vector>(q)`, the connected structure factor summed over its components
+    (rotation invariant, e.g. the spin structure factor S_S(q) = sum_a S_{S_a}(q))."""
     q = wavevectors(system.L)
 
     def make(name: str) -> Observable:
@@ -143,7 +145,20 @@ def default_observables(system: System) -> tuple[Observable, ...]:
             axis=q,
         )
 
-    return tuple(make(n) for n in system.field_names)
+    def make_vector(name: str, components: tuple[str, ...]) -> Observable:
+        return Observable(
+            name=f"S_{name}",
+            fn=lambda s: sum(connected_structure_factor(s[c], q) for c in components),
+            doc=f"connected static structure factor of the vector {name} = ({', '.join(components)}): "
+                f"sum over components of |sum_j ({name}_j - mean) e^(-iqj)|^2 / L (default observable)",
+            label=f"S_{name}(q)",
+            kind="spectrum",
+            axis=q,
+        )
+
+    vectors = getattr(system, "vector_fields", {}) or {}
+    return (*(make(n) for n in system.field_names),
+            *(make_vector(v, tuple(c)) for v, c in vectors.items() if v not in system.field_names))
 
 
 # -- measuring a spectrum on data ------------------------------------------------------------------

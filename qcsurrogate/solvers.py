@@ -258,7 +258,7 @@ def simulate(
 
     n_traj = max(1, int(y.batch_shape.numel()))
     auto_compile = compile == "auto"
-    compile, why_compile = resolve_compile(compile, y.rho.device, system.L, n_traj, n_steps)
+    compile, why_compile = resolve_compile(compile, y.rho.device, int(y.rho.shape[-1]), n_traj, n_steps)  # cost: the L*d matrix
     n_threads, why_threads = resolve_threads(threads, y.rho.device)
     if compile and save_every % steps_per_call:
         raise ValueError(f"steps_per_call ({steps_per_call}) must divide save_every ({save_every})")

@@ -16,8 +16,11 @@ from typing import Literal, get_args
 
 import torch
 
+from .state import rho_blocks, rho_from_blocks
+
 Kind = Literal["site", "pair"]
-"""`site`: a 1D array over sites `(*batch, L)`; `pair`: a 2D array over site pairs `(*batch, L, L)`."""
+"""`site`: a 1D array over sites `(*batch, L)`; `pair`: a matrix over site pairs, `(*batch, L*d, L*d)` with
+`d` orbitals per site (site-major, like rho; `(*batch, L, L)` when d = 1)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,13 @@ class View:
 
     `fn` maps a batched tensor to a batched tensor and must accept the float32 / complex64 tensors
     surrogates use; it is differentiated through during training.
+
+    A pair variable with `d` orbitals per site is the `(*batch, L*d, L*d)` matrix. A `blocked` view's
+    `fn` receives it as `(*batch, L, L, d, d)` site blocks instead (`state.rho_blocks`), so a reduction
+    to sites (the occupation `n_i = sum_a rho_{ia,ia}`) is written once for every d; calling it needs
+    the number of sites `L`, which the caller knows from the state's fields. A blocked view's pair
+    output is returned as blocks too and turned back into the matrix. Non-blocked views get the matrix
+    as it is (the views of systems with one orbital per site, written before orbitals existed).
     """
 
     name: str
@@ -33,6 +43,7 @@ class View:
     output_kind: Kind
     fn: Callable[[torch.Tensor], torch.Tensor]
     doc: str = ""
+    blocked: bool = False
 
     def __post_init__(self) -> None:
         kinds = get_args(Kind)
@@ -42,13 +53,27 @@ class View:
             if getattr(self, attr) not in kinds:
                 raise ValueError(f"view '{self.name}': {attr} must be one of {kinds}, got {getattr(self, attr)!r}")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+    def __call__(self, x: torch.Tensor, L: int | None = None) -> torch.Tensor:
+        """The view of `x`; `L` (the number of sites) is needed by a blocked view of a pair variable.
+
+        Without `L` a blocked view takes `x` as one orbital per site (`L = x.shape[-1]`): what callers
+        written before orbitals existed pass, and right for them; callers that know the state pass L."""
+        if not (self.blocked and self.input_kind == "pair"):
+            return self.fn(x)
+        y = self.fn(rho_blocks(x, int(x.shape[-1]) if L is None else L))
+        return rho_from_blocks(y) if self.output_kind == "pair" else y
 
 
-def _bond(x: torch.Tensor) -> torch.Tensor:
-    """x_{i, i+1} (wrapping at the end): the nearest-neighbour bond elements of a pair matrix."""
-    return torch.diagonal(torch.roll(x, -1, dims=-1), dim1=-2, dim2=-1)
+def _occupations(b: torch.Tensor) -> torch.Tensor:
+    """n_i = sum_a Re b_{ii,aa} of `(*batch, L, L, d, d)` blocks."""
+    return torch.diagonal(torch.diagonal(b, dim1=-4, dim2=-3), dim1=-3, dim2=-2).real.sum(-1)
+
+
+def _bond(b: torch.Tensor) -> torch.Tensor:
+    """sum_a b_{i,i+1,a,a} (wrapping at the end) of `(*batch, L, L, d, d)` blocks: the nearest-neighbour
+    bond elements traced over orbitals (spin-summed for spin-1/2)."""
+    diag = torch.diagonal(torch.roll(b, -1, dims=-3), dim1=-4, dim2=-3)  # (*batch, d, d, L)
+    return torch.diagonal(diag, dim1=-3, dim2=-2).sum(-1)
 
 
 CORE_VIEWS: tuple[View, ...] = (
@@ -58,11 +83,14 @@ CORE_VIEWS: tuple[View, ...] = (
         "diagonal",
         "pair",
         "site",
-        lambda x: torch.diagonal(x, dim1=-2, dim2=-1).real,
-        "real part of the diagonal of a pair matrix (site occupations n_i = rho_ii)",
+        _occupations,
+        "real part of the diagonal of a pair matrix summed over orbitals (site occupations n_i = sum_a rho_{ia,ia})",
+        blocked=True,
     ),
-    View("bond_real", "pair", "site", lambda x: _bond(x).real, "Re x_{i,i+1} (e.g. bond order)"),
-    View("bond_imag", "pair", "site", lambda x: _bond(x).imag, "Im x_{i,i+1} (e.g. bond current)"),
+    View("bond_real", "pair", "site", lambda b: _bond(b).real,
+         "Re sum_a x_{ia,i+1 a} (e.g. bond order)", blocked=True),
+    View("bond_imag", "pair", "site", lambda b: _bond(b).imag,
+         "Im sum_a x_{ia,i+1 a} (e.g. bond current)", blocked=True),
 )
 """The views every installation has (registered by the core's builtin plugin)."""
 

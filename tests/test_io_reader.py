@@ -211,6 +211,7 @@ def test_summary_is_exact(stored):
         "batch_shape": [N_TRAJ],
         "n_time": N_TIME,
         "L": L,
+        "orbitals": 1,
         "dt": DT,
         "save_every": SAVE_EVERY,
         "n_steps": (N_TIME - 1) * SAVE_EVERY,

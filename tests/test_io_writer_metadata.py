@@ -48,14 +48,14 @@ def test_root_attributes_are_exactly_the_documented_set(tmp_path, chain):
     with h5py.File(path, "r") as h:
         keys = set(h.attrs)
         assert (h.attrs["n_trajectories"], h.attrs["n_time"], h.attrs["n_steps"]) == (1, 3, 4)
-    assert keys == set(S.REQUIRED_ATTRS) | {"plugin", "plugin_version"}
+    assert keys == set(S.REQUIRED_ATTRS) | set(S.OPTIONAL_ATTRS) | {"plugin", "plugin_version"}
 
 
 def test_root_attributes_while_writing_describe_an_empty_trajectory(tmp_path, chain):
     w = TrajectoryWriter(tmp_path / "a.h5", chain, dt=0.1).open()
     try:
         a = w._h5.attrs
-        assert set(a) == set(S.REQUIRED_ATTRS) | {"plugin", "plugin_version"}
+        assert set(a) == set(S.REQUIRED_ATTRS) | set(S.OPTIONAL_ATTRS) | {"plugin", "plugin_version"}
         assert (a["n_trajectories"], a["n_time"], a["n_steps"]) == (0, 0, 0)
         assert S.decode_attr("batch_shape", a["batch_shape"]) == []
     finally:

@@ -8,7 +8,7 @@ Units: the System's, with hbar = 1 and energies in units of the hopping t_h, so 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
 from ..observables import check_observables, dominant_index, format_over_pi  # noqa: E402
-from ..state import State  # noqa: E402
+from ..state import State, rho_blocks  # noqa: E402
 from ..system import System  # noqa: E402
 
 TIME_UNIT = "ħ/t_h"
@@ -39,21 +39,47 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def site_block_norm(state: State, rho: torch.Tensor | None = None) -> np.ndarray:
+    """|rho_ij| per site pair: the Frobenius norm of each `d x d` orbital block, `(*batch, L, L)` (|rho_ij|
+    itself for one orbital per site); `rho` (default `state.rho`) is any matrix of rho's layout."""
+    rho = state.rho if rho is None else rho
+    b = rho_blocks(rho.detach().cpu(), state.L)
+    return b.abs().pow(2).sum((-2, -1)).sqrt().numpy()
+
+
+def plotted_fields(state: State, vector_fields: Mapping[str, Sequence[str]] | None = None) -> dict[str, np.ndarray]:
+    """What the snapshot rows draw over sites: each declared vector by its length |v|, every other field
+    as it is, in field order (a vector where its first component was)."""
+    vectors = dict(vector_fields or {})
+    component_of = {c: v for v, comps in vectors.items() for c in comps}
+    out: dict[str, np.ndarray] = {}
+    for name in state.fields:
+        v = component_of.get(name)
+        if v is None:
+            out[name] = state[name].detach().cpu().double().numpy()
+        elif f"|{v}|" not in out:
+            comps = torch.stack([state[c].detach().cpu().double() for c in vectors[v]])
+            out[f"|{v}|"] = comps.pow(2).sum(0).sqrt().numpy()
+    return out
+
+
 def snapshot_figure(true: State, pred: State, times: Sequence[float], indices: Sequence[int], path: Path, title: str = "",
-                    steps: Sequence[int] | None = None) -> Path:
-    """Per time column: the fields over sites (truth solid, surrogate dashed), truth minus surrogate, and
-    |rho_ij| heat maps of the truth, the surrogate and their difference |rho_ij - rho_ij^pred|.
+                    steps: Sequence[int] | None = None, vector_fields: Mapping[str, Sequence[str]] | None = None) -> Path:
+    """Per time column: the fields over sites (truth solid, surrogate dashed; a declared vector field by its
+    length), truth minus surrogate, and |rho_ij| heat maps of the truth, the surrogate and their difference
+    |rho_ij - rho_ij^pred| over site pairs (with several orbitals per site, the norm of each orbital block).
 
     `true`/`pred` are single-trajectory rollouts `(n_time, ...)`; `indices` pick the snapshots, at `times`
     (units hbar/t_h); `steps` (default: `indices`) are the model steps named in the column titles.
     """
-    names = list(true.fields)
+    lines_t, lines_p = plotted_fields(true, vector_fields), plotted_fields(pred, vector_fields)
+    names = list(lines_t)
     n = len(indices)
     steps = list(indices) if steps is None else list(steps)
     fig, axes = plt.subplots(5, n, figsize=(2.6 * n, 11.0), squeeze=False, layout="constrained")
-    rho_t = np.abs(true.rho.detach().cpu().numpy())
-    rho_p = np.abs(pred.rho.detach().cpu().numpy())
-    rho_d = np.abs((true.rho.detach().cpu() - pred.rho.detach().cpu().to(true.rho.dtype)).numpy())
+    rho_t = site_block_norm(true)
+    rho_p = site_block_norm(pred)
+    rho_d = site_block_norm(true, true.rho.detach().cpu() - pred.rho.detach().cpu().to(true.rho.dtype))
     vmax = float(max(rho_t[list(indices)].max(), 1e-12))
     dfin = rho_d[list(indices)][np.isfinite(rho_d[list(indices)])]
     dmax = float(max(dfin.max() if dfin.size else 0.0, 1e-12))
@@ -63,7 +89,7 @@ def snapshot_figure(true: State, pred: State, times: Sequence[float], indices: S
         ax, dax = axes[0, c], axes[1, c]
         for j, name in enumerate(names):
             col = colors[j % len(colors)]
-            yt, yp = true[name][i].detach().cpu().numpy(), pred[name][i].detach().cpu().double().numpy()
+            yt, yp = lines_t[name][i], lines_p[name][i]
             ax.plot(yt, "-o", ms=3, color=col, label=f"{name} truth")
             ax.plot(yp, "--x", ms=4, color=col, label=f"{name} pred")
             dax.plot(yt - yp, "-", marker=".", color=col, label=f"{name} truth − surrogate")

@@ -3,7 +3,8 @@
 RMSE_X = sqrt(mean_i (X - X_pred)^2) per field, RMSE_rho = sqrt(mean_ij |rho - rho_pred|^2), computed
 per sample and then averaged over samples (trajectories and start times); total = sum of the three
 (Sec. IV). Everything here is generic over a System's fields; physical observables are the ones
-the System declares (`System.observables()`), none is assumed.
+the System declares (`System.observables()`), none is assumed. With d orbitals per site the mean of
+RMSE_rho runs over all (L*d)^2 elements rho_{ia,jb} (the same number for d = 1).
 """
 
 from __future__ import annotations

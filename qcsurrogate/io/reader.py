@@ -143,6 +143,11 @@ class Trajectory:
                 attrs[key] = S.check_attr_type(key, attrs[key], typ)
             except S.TrajectoryFormatError as err:
                 raise self._err(str(err)) from None
+        for key, (typ, default) in S.OPTIONAL_ATTRS.items():
+            try:
+                attrs[key] = S.check_attr_type(key, attrs.get(key, default), typ)
+            except S.TrajectoryFormatError as err:
+                raise self._err(str(err)) from None
         self._attrs = attrs
         prec = attrs["precision"]
         if prec not in S.PRECISIONS:
@@ -150,15 +155,17 @@ class Trajectory:
         fields = attrs["field_names"]
         if not fields or not all(isinstance(n, str) for n in fields) or RHO in fields:
             raise self._err(f"has an invalid 'field_names' attribute: {fields!r}")
-        n_traj, n_time, L = attrs["n_trajectories"], attrs["n_time"], attrs["L"]
+        n_traj, n_time, L, d = attrs["n_trajectories"], attrs["n_time"], attrs["L"], attrs["orbitals"]
         if n_traj < 1 or n_time < 1 or L < 1:
             raise self._err(f"has empty dimensions: n_trajectories={n_traj}, n_time={n_time}, L={L}")
+        if d < 1:
+            raise self._err(f"has orbitals={d}; the number of orbitals per site must be at least 1")
         params = attrs.get("params")
         if isinstance(params, dict) and "L" in params and params["L"] != L:
             raise self._err(f"is inconsistent: the system parameters say L={params['L']!r}, the arrays L={L}")
         real_dt, cplx_dt = S.PRECISIONS[prec]
         expected = {f"{S.FIELDS_GROUP}/{n}": ((n_traj, n_time, L), real_dt) for n in fields}
-        expected[RHO] = ((n_traj, n_time, L, L), cplx_dt)
+        expected[RHO] = ((n_traj, n_time, L * d, L * d), cplx_dt)
         expected[S.TIME_DATASET] = ((n_time,), np.dtype("float64"))
         for key, (shape, dtype) in expected.items():
             if key not in f:
@@ -167,7 +174,10 @@ class Trajectory:
             if not isinstance(ds, h5py.Dataset):
                 raise self._err(f"'/{key}' is not a dataset")
             if ds.shape != shape:
-                raise self._err(f"dataset '/{key}' has shape {ds.shape}; the attributes imply {shape}")
+                why = (f" (rho is (L * orbitals) x (L * orbitals) = {L} * {d}; "
+                       f"{'no orbitals attribute means 1' if 'orbitals' not in raw else 'from the orbitals attribute'})"
+                       if key == RHO else "")
+                raise self._err(f"dataset '/{key}' has shape {ds.shape}; the attributes imply {shape}{why}")
             if ds.dtype != dtype:
                 raise self._err(f"dataset '/{key}' has dtype {ds.dtype}; precision '{prec}' implies {dtype}")
             if ds.is_virtual:  # a sharded data set's master: HDF5 would read a missing shard as fill values
@@ -213,7 +223,13 @@ class Trajectory:
 
     @property
     def L(self) -> int:
+        """Number of lattice sites (the fields' last axis)."""
         return self._attrs["L"]
+
+    @property
+    def orbitals(self) -> int:
+        """Orbitals per site `d`: rho is `(L*d) x (L*d)` (files without the attribute: 1)."""
+        return self._attrs["orbitals"]
 
     @property
     def dt(self) -> float:
@@ -381,6 +397,7 @@ class Trajectory:
             "batch_shape": a["batch_shape"],
             "n_time": a["n_time"],
             "L": a["L"],
+            "orbitals": a["orbitals"],
             "dt": a["dt"],
             "save_every": a["save_every"],
             "n_steps": a["n_steps"],

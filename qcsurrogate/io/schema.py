@@ -64,6 +64,12 @@ REQUIRED_ATTRS: dict[str, type | tuple[type, ...]] = {
     "extra": dict,
 }
 
+OPTIONAL_ATTRS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    "orbitals": (int, 1),
+}
+"""Root attributes added after version 1 was first written, with their type and the value a file
+without them means (`orbitals`: one orbital per site, rho `(L, L)`)."""
+
 JSON_ATTRS = frozenset(
     {"params", "graph", "field_names", "variables", "batch_shape", "scenario_kwargs", "simulation_options",
      "versions", "extra"}

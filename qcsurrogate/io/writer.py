@@ -278,6 +278,7 @@ class TrajectoryWriter:
         a["plugin_version"] = plugin_version
         a["boundary"] = str(self.system.boundary)
         a["L"] = int(self.system.L)
+        a["orbitals"] = self._orbitals
         a["dt"] = self.dt
         a["save_every"] = self.save_every
         a["t0"] = self.t0
@@ -294,8 +295,13 @@ class TrajectoryWriter:
         for k, v in self._meta_json.items():
             a[k] = v
 
+    @property
+    def _orbitals(self) -> int:
+        return int(getattr(self.system, "orbitals", 1))
+
     def _time_chunk(self, L: int) -> int:
-        per_snapshot = L * L * self._complex_dtype.itemsize
+        N = L * self._orbitals
+        per_snapshot = N * N * self._complex_dtype.itemsize
         tc = min(self.time_chunk, max(1, CHUNK_TARGET_BYTES // per_snapshot))
         if self.n_snapshots_expected is not None:
             tc = min(tc, self.n_snapshots_expected)
@@ -320,7 +326,8 @@ class TrajectoryWriter:
         grp = f.create_group(S.FIELDS_GROUP)
         for name in (*self.field_names, RHO):
             kind = kind_of(name)
-            tail = (L,) if kind == "site" else (L, L)
+            N = L * self._orbitals
+            tail = (L,) if kind == "site" else (N, N)
             dtype = self._complex_dtype if name == RHO else self._real_dtype
             where = f if name == RHO else grp
             ds = where.create_dataset(
@@ -356,6 +363,9 @@ class TrajectoryWriter:
             raise ValueError(f"chunk has fields {sorted(chunk.fields)}; system '{self.system.name}' has {list(self.field_names)}")
         if chunk.L != self.system.L:
             raise ValueError(f"chunk has L={chunk.L}; system '{self.system.name}' has L={self.system.L}")
+        if chunk.orbitals != self._orbitals:
+            raise ValueError(f"chunk has {chunk.orbitals} orbital(s) per site (rho {tuple(chunk.rho.shape[-2:])}); "
+                             f"system '{self.system.name}' has {self._orbitals}")
         n_t = int(chunk.rho.shape[0])
         batch = tuple(int(s) for s in chunk.rho.shape[1:-2])
         if self._h5 is None:
@@ -443,7 +453,7 @@ def simulate_to_file(
     device = str(simulate_kwargs.get("device") or state0.device)
     # `auto` is decided once for the transient and the stored window together (the whole run's length).
     simulate_kwargs["compile"], _ = resolve_compile(
-        simulate_kwargs.get("compile", "auto"), device, system.L, max(1, int(state0.batch_shape.numel())),
+        simulate_kwargs.get("compile", "auto"), device, int(state0.rho.shape[-1]), max(1, int(state0.batch_shape.numel())),
         discard_steps + n_steps)
     options = {"solver": solver, "device": device, "compile": simulate_kwargs["compile"]}
     if discard_steps:

@@ -45,7 +45,7 @@ def file_facts(path: Path) -> dict[str, Any]:
     with open_trajectory(path) as tr:
         return {
             "system": tr.system_name, "params": tr.params, "graph": tr.graph_dict, "fields": list(tr.field_names),
-            "model_step": tr.dt * tr.save_every, "L": tr.L, "n_trajectories": tr.n_traj, "n_time": tr.n_time,
+            "model_step": tr.dt * tr.save_every, "L": tr.L, "orbitals": tr.orbitals, "n_trajectories": tr.n_traj, "n_time": tr.n_time,
         }
 
 
@@ -58,6 +58,9 @@ def compatibility(run_facts: dict[str, Any], facts: dict[str, Any], path: Path) 
     if facts["graph"] != run_facts["graph"] or facts["fields"] != run_facts["fields"]:
         raise ConfigError(f"{what}: its dependency graph {facts['graph']} (fields {facts['fields']}) differs from "
                           f"the run's {run_facts['graph']} (fields {run_facts['fields']})")
+    if facts["orbitals"] != run_facts["orbitals"]:
+        raise ConfigError(f"{what}: it has {facts['orbitals']} orbital(s) per site, the models were built for "
+                          f"{run_facts['orbitals']}")
     if facts["params"].get("boundary") != run_facts["params"].get("boundary"):
         raise ConfigError(f"{what}: boundary '{facts['params'].get('boundary')}', the models pad their "
                           f"convolutions for '{run_facts['params'].get('boundary')}'")

@@ -316,7 +316,8 @@ def draw_figures(
         caption = (f"{title}: test trajectory {traj}, rollout from snapshot {start} (t = {t_start:g} {figures.TIME_UNIT}),"
                    f" step {dt:g} {figures.TIME_UNIT}; lines: truth solid, surrogate dashed")
         paths.append(figures.snapshot_figure(one_true, one_pred, [t_start + i * dt for i in idx], idx,
-                                             figures_dir / f"snapshots{suffix}.png", caption))
+                                             figures_dir / f"snapshots{suffix}.png", caption,
+                                             vector_fields=getattr(system, "vector_fields", None)))
         paths.append(figures.observables_figure(system, one_true, one_pred, dt, figures_dir / f"observables{suffix}.png",
                                                 t0=t_start))
     paths.insert(1, figures.rmse_window_figure(

@@ -114,7 +114,7 @@ def measure_run_cost(cfg: RunConfig, cost: CostConfig) -> dict[str, Any]:
         predictors[label] = {"surrogate": model.name, "dtype": str(model.dtype).replace("torch.", ""),
                              "seconds_per_state": s, "speedup": exact / s}
     return {
-        "model_step": dt * save_every, "L": state.L, "batch": cost.batch, "repeats": cost.repeats,
+        "model_step": dt * save_every, "L": state.L, "orbitals": state.orbitals, "batch": cost.batch, "repeats": cost.repeats,
         "threads": threads, "load_average": [load_before, _load_average()],
         "exact": {"solver": solver, "integration_dt": dt, "substeps": save_every,
                   "compile": cfg.data.simulation.compile, "seconds_per_state": exact},

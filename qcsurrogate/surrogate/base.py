@@ -7,6 +7,7 @@ to rebuild it is JSON (`spec()`); its weights are plain tensors (safetensors).
 
 from __future__ import annotations
 
+import inspect
 import types
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -237,17 +238,38 @@ def build_surrogate(name: str, system: Any, config: SurrogateConfig, normalizati
     the main model's `model:` block also sizes the single-CNN baseline."""
     from ..registry import get_surrogate_class
 
-    model = get_surrogate_class(name)(system.graph, system.boundary, config_for(name, config), normalization)
+    cls = get_surrogate_class(name)
+    model = construct_surrogate(cls, system.graph, system.boundary, config_for(name, config), normalization,
+                                orbitals=int(getattr(system, "orbitals", 1)))
     return model.attach_system(system)
 
 
+def _takes_orbitals(cls: type[Surrogate]) -> bool:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return any(p.name == "orbitals" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def construct_surrogate(
+    cls: type[Surrogate], graph: DependencyGraph, boundary: Literal["periodic", "open"], config: SurrogateConfig,
+    normalization: Normalization, orbitals: int = 1,
+) -> Surrogate:
+    """`cls(graph, boundary, config, normalization, orbitals=orbitals)`, for surrogate classes written before
+    orbitals existed too: those are built without the keyword, and only for one orbital per site."""
+    if _takes_orbitals(cls):
+        return cls(graph, boundary, config, normalization, orbitals=orbitals)
+    if orbitals != 1:
+        raise TypeError(f"surrogate '{cls.name}' ({cls.__qualname__}) does not take `orbitals`, so it cannot model a "
+                        f"system with {orbitals} orbitals per site; its __init__ needs an `orbitals: int` keyword")
+    return cls(graph, boundary, config, normalization)
+
+
 def project_density_matrix(rho: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
-    """Hermitian part of `rho` with its trace restored to `trace` (spread evenly over the diagonal)."""
+    """Hermitian part of `rho` with its trace restored to `trace` (spread evenly over the L*d diagonal entries)."""
     h = 0.5 * (rho + rho.mH)
-    L = h.shape[-1]
+    N = h.shape[-1]
     tr = torch.diagonal(h, dim1=-2, dim2=-1).sum(-1).real
-    shift = ((trace.real - tr) / L).to(h.real.dtype)
-    eye = torch.eye(L, dtype=h.dtype, device=h.device)
+    shift = ((trace.real - tr) / N).to(h.real.dtype)
+    eye = torch.eye(N, dtype=h.dtype, device=h.device)
     return h + shift[..., None, None] * eye
 
 
@@ -296,15 +318,26 @@ class Surrogate(nn.Module, ABC):
                             f"(its name defaults to {default!r})")
 
     def __init__(
-        self, graph: DependencyGraph, boundary: Literal["periodic", "open"], config: SurrogateConfig, normalization: Normalization
+        self, graph: DependencyGraph, boundary: Literal["periodic", "open"], config: SurrogateConfig,
+        normalization: Normalization, *, orbitals: int = 1,
     ) -> None:
         super().__init__()
+        if not isinstance(orbitals, int) or orbitals < 1:
+            raise ValueError(f"orbitals must be a positive int, got {orbitals!r}")
         self.constraints: list[Constraint] = []
         self.graph = graph
         self.boundary = boundary
         self.config = config
         self.normalization = normalization
+        self.orbitals = orbitals
+        """Orbitals per site `d` of the states this surrogate steps (rho is `(L*d) x (L*d)`)."""
         self.field_names = tuple(v for v in graph.variables if v != RHO)
+
+    def check_orbitals(self, state: State) -> None:
+        """A clear error for a state with another number of orbitals per site than the model was built for."""
+        if state.orbitals != self.orbitals:
+            raise ValueError(f"this '{self.name}' surrogate was built for {self.orbitals} orbital(s) per site; the state "
+                             f"has {state.orbitals} (rho {tuple(state.rho.shape[-2:])} for L={state.L} sites)")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -446,24 +479,34 @@ class Surrogate(nn.Module, ABC):
         return State.stack(out)
 
     def spec(self) -> dict[str, Any]:
-        """JSON needed to rebuild this surrogate (weights excluded)."""
-        return {
+        """JSON needed to rebuild this surrogate (weights excluded). `orbitals` is written only when it is
+        not 1, so specs of one-orbital models are what they were before orbitals existed (and a spec
+        without it means 1)."""
+        spec: dict[str, Any] = {
             "surrogate": self.name,
             "graph": self.graph.to_dict(),
             "boundary": self.boundary,
             "config": self.config.model_dump(),
             "normalization": self.normalization.to_json(),
         }
+        if self.orbitals != 1:
+            spec["orbitals"] = self.orbitals
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Surrogate:
         """Rebuild from `spec()`. The class, not the saved config, decides the name: specs written
         before configs were per-surrogate may lack `name` in their config."""
-        return cls(
+        orbitals = spec.get("orbitals", 1)
+        if not isinstance(orbitals, int) or isinstance(orbitals, bool) or orbitals < 1:
+            raise ValueError(f"'orbitals' must be a positive integer, got {orbitals!r}")
+        return construct_surrogate(
+            cls,
             DependencyGraph.from_dict(spec["graph"]),
             spec["boundary"],
             cls.Config.model_validate({**spec["config"], "name": cls.name}),
             Normalization.from_json(spec["normalization"]),
+            orbitals=orbitals,
         )
 
     def n_parameters(self) -> int:

@@ -45,7 +45,7 @@ class Normalization:
         """Fit on flattened samples: `states`, their exact derivatives and their one-step increments."""
         variables = states.variables()
         inputs: dict[str, tuple[Any, float]] = {}
-        own = [(d, d.resolved_view()(variables[d.source])) for d in _all_dependencies(graph)]
+        own = [(d, d.evaluate(variables)) for d in _all_dependencies(graph)]
         for target in graph.variables:
             for dep, x in graph.gather(target, variables) + own:
                 key = input_key(dep)

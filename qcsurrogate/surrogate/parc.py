@@ -1,7 +1,10 @@
 """PARC (differentiator F + integrator S per variable) and its single-CNN baseline, built from a graph.
 
 Lifting rules, generic over any System's graph:
-- a block's CNN is 1D over sites for a field, 2D over (i, j) for the density matrix;
+- a block's CNN is 1D over sites for a field, 2D over the (i, j) SITE grid for the density matrix: with
+  `d` orbitals per site rho `(L*d, L*d)` enters as d*d complex channels `rho_{ia,jb}` on the (L, L)
+  grid and leaves the same way, so translating the chain by one site shifts the grid by one pixel
+  (boundary padding and translation equivariance as for d = 1, where this is rho itself);
 - a site quantity feeding a pair block enters as two channels, broadcast along rows (x_i) and
   along columns (x_j);
 - a pair matrix feeding a site block enters only through its declared reducing view (e.g. diagonal);
@@ -17,7 +20,7 @@ import torch
 from torch import nn
 
 from ..graph import CORE_REDUCING_VIEWS, Dependency, DependencyGraph, get_view, kind_of
-from ..state import RHO, State
+from ..state import RHO, State, rho_blocks, rho_from_blocks
 from .base import CNNConfig, PARCConfig, PlainCNNConfig, Surrogate
 from .layers import PARCCNN
 from .linear_init import fit_skip
@@ -38,18 +41,33 @@ def state_dependencies(graph: DependencyGraph, target: str) -> tuple[Dependency,
     return (*fields, *(Dependency(p, n) for p in pairs for n in reducing))
 
 
+def pair_block_size(dep: Dependency, orbitals: int) -> int:
+    """Rows per site of a pair-kind input: `orbitals` for a view of the density matrix (rho's own
+    layout), 1 for a view building a site-pair matrix from site fields."""
+    return orbitals if kind_of(dep.source) == "pair" else 1
+
+
+def pair_channels(x: torch.Tensor, e: int) -> list[torch.Tensor]:
+    """A site-major `(B, L*e, L*e)` matrix as its e*e `(B, L, L)` site-grid channels, `[a * e + b]` = x_{ia,jb}."""
+    blocks = rho_blocks(x, int(x.shape[-1]) // e)  # (B, L, L, e, e)
+    return list(blocks.flatten(-2).movedim(-1, 1).unbind(1))
+
+
 class BlockLifter:
     """Turns the normalised inputs of one target into the channel tensor its CNN reads.
 
     Pair blocks always travel as real tensors with [Re; Im] channel blocks (see `layers.Conv`);
     `in_channels`/`out_channels` count complex channels for a complex block, real ones otherwise.
+    With `orbitals` d, the pair variable is d*d channels on the (L, L) site grid (`pair_channels`).
     """
 
-    def __init__(self, target: str, deps: tuple[Dependency, ...], complex_mode: str, bilinear: bool = False) -> None:
+    def __init__(self, target: str, deps: tuple[Dependency, ...], complex_mode: str, bilinear: bool = False,
+                 orbitals: int = 1) -> None:
         self.deps = deps
         self.kind = kind_of(target)
         self.complex = self.kind == "pair" and complex_mode == "complex"
         self.bilinear = bilinear
+        self.orbitals = orbitals
         n_site = n_pair = 0
         for d in self.deps:
             if self.kind == "site":
@@ -57,12 +75,13 @@ class BlockLifter:
             elif d.resolved_view().output_kind == "site":
                 n_site += 2  # x_i and x_j
             else:
-                n_pair += 1
+                n_pair += pair_block_size(d, orbitals) ** 2
         n = n_site + n_pair
         if bilinear:
             n += n_site * n_pair if self.kind == "pair" else n_site * (n_site - 1) // 2
+        out = 1 if self.kind == "site" else orbitals**2
         self.in_channels = n if self.kind == "site" or self.complex else 2 * n
-        self.out_channels = 1 if self.kind == "site" or self.complex else 2
+        self.out_channels = out if self.kind == "site" or self.complex else 2 * out
 
     def lift(self, normed: dict[str, torch.Tensor]) -> torch.Tensor:
         sites: list[torch.Tensor] = []
@@ -72,7 +91,7 @@ class BlockLifter:
             if self.kind == "site":
                 sites.append(x)
             elif d.resolved_view().output_kind == "pair":
-                pairs.append(x)
+                pairs.extend(pair_channels(x, pair_block_size(d, self.orbitals)))
             else:
                 L = x.shape[-1]
                 sites.append(x[..., :, None].expand(*x.shape, L))
@@ -90,16 +109,19 @@ class BlockLifter:
         return torch.cat([re, im], 1)
 
     def to_variable(self, y: torch.Tensor) -> torch.Tensor:
-        """CNN output channels -> the variable's own layout `(B, L)` or complex `(B, L, L)`."""
+        """CNN output channels -> the variable's own layout `(B, L)` or complex `(B, L*d, L*d)`."""
         if self.kind == "site":
             return y[:, 0]
-        return torch.complex(y[:, 0], y[:, 1])
+        d = self.orbitals
+        z = torch.complex(y[:, : d * d], y[:, d * d :])  # (B, d*d, L, L)
+        return rho_from_blocks(z.movedim(1, -1).unflatten(-1, (d, d)))
 
     def to_channels(self, v: torch.Tensor) -> torch.Tensor:
         """Inverse of `to_variable`."""
         if self.kind == "site":
             return v[:, None]
-        return torch.stack([v.real, v.imag], 1)
+        chans = pair_channels(v, self.orbitals)
+        return torch.stack([c.real for c in chans] + [c.imag for c in chans], 1)
 
 
 class _GraphSurrogate(Surrogate):
@@ -107,13 +129,14 @@ class _GraphSurrogate(Surrogate):
 
     config: CNNConfig
 
-    def __init__(self, graph, boundary, config: CNNConfig, normalization) -> None:
-        super().__init__(graph, boundary, config, normalization)
+    def __init__(self, graph, boundary, config: CNNConfig, normalization, *, orbitals: int = 1) -> None:
+        super().__init__(graph, boundary, config, normalization, orbitals=orbitals)
         self.lifters = {
-            t: BlockLifter(t, graph.inputs(t), config.complex_mode, config.bilinear_inputs) for t in graph.variables
+            t: BlockLifter(t, graph.inputs(t), config.complex_mode, config.bilinear_inputs, orbitals)
+            for t in graph.variables
         }
         self.state_lifters = {
-            t: BlockLifter(t, state_dependencies(graph, t), config.complex_mode, config.bilinear_inputs)
+            t: BlockLifter(t, state_dependencies(graph, t), config.complex_mode, config.bilinear_inputs, orbitals)
             for t in graph.variables
         }
         # buffers are real so `.to(dtype)` never drops an imaginary part; not persistent because
@@ -147,6 +170,7 @@ class _GraphSurrogate(Surrogate):
         )
 
     def _normed_inputs(self, state: State) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+        self.check_orbitals(state)
         batch = tuple(state.batch_shape)
         flat = state.map(lambda t: t.reshape(-1, *t.shape[len(batch):]))
         variables = flat.variables()
@@ -155,7 +179,7 @@ class _GraphSurrogate(Surrogate):
             for dep in lf.deps:
                 key = input_key(dep)
                 if key not in normed:
-                    x = dep.resolved_view()(variables[dep.source])
+                    x = dep.evaluate(variables)
                     k = _safe(key)
                     re = getattr(self, f"in_mean_re__{k}").to(x.real.dtype)
                     mean = torch.complex(re, getattr(self, f"in_mean_im__{k}").to(x.real.dtype)) if x.is_complex() else re
@@ -248,8 +272,8 @@ class PARC(_GraphSurrogate):
     name = "parc"
     Config = PARCConfig
 
-    def __init__(self, graph, boundary, config, normalization) -> None:
-        super().__init__(graph, boundary, config, normalization)
+    def __init__(self, graph, boundary, config, normalization, *, orbitals: int = 1) -> None:
+        super().__init__(graph, boundary, config, normalization, orbitals=orbitals)
         self.differentiators = nn.ModuleDict()
         self.integrators = nn.ModuleDict()
         for t, lf in self.lifters.items():
@@ -300,8 +324,8 @@ class PlainCNN(_GraphSurrogate):
     name = "cnn"
     Config = PlainCNNConfig
 
-    def __init__(self, graph, boundary, config, normalization) -> None:
-        super().__init__(graph, boundary, config, normalization)
+    def __init__(self, graph, boundary, config, normalization, *, orbitals: int = 1) -> None:
+        super().__init__(graph, boundary, config, normalization, orbitals=orbitals)
         target = sum(
             self._count(t, lf.in_channels, lf.out_channels, config.width)
             + self._count(t, self.integrator_in_channels(t), lf.out_channels, config.width)

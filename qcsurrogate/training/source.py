@@ -51,9 +51,10 @@ a compressed file is cached by whole chunks, which HDF5 must decompress whole an
 T = TypeVar("T")
 
 
-def loaded_bytes(n_traj: int, n_time: int, L: int, n_fields: int) -> int:
-    """Bytes of a trajectory file loaded as float64 fields and complex128 rho."""
-    return n_traj * n_time * (n_fields * L * 8 + L * L * 16)
+def loaded_bytes(n_traj: int, n_time: int, L: int, n_fields: int, orbitals: int = 1) -> int:
+    """Bytes of a trajectory file loaded as float64 fields `(L,)` and complex128 rho `(L*d, L*d)`."""
+    N = L * orbitals
+    return n_traj * n_time * (n_fields * L * 8 + N * N * 16)
 
 
 def available_memory() -> int | None:
@@ -179,7 +180,7 @@ class LazySource(TrajectorySource):
         tr = open_trajectory(self.path)
         self._tr = tr
         try:
-            self.n_traj, self.n_time, self.L = tr.n_traj, tr.n_time, tr.L
+            self.n_traj, self.n_time, self.L, self.orbitals = tr.n_traj, tr.n_time, tr.L, tr.orbitals
             self.names = tr.variables
             self._times = tr.times
             self._ds = {n: tr.dataset(n) for n in self.names}
@@ -342,7 +343,7 @@ def open_source(path: str | os.PathLike[str], loading: Loading = "auto", log: Ca
                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> TrajectorySource:
     """The trajectories of `path` in memory or lazily, as `loading` says or (auto) as they fit; logs the choice."""
     with open_trajectory(path) as tr:
-        nbytes = loaded_bytes(tr.n_traj, tr.n_time, tr.L, len(tr.field_names))
+        nbytes = loaded_bytes(tr.n_traj, tr.n_time, tr.L, len(tr.field_names), tr.orbitals)
         ranks = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
         kind, why = choose_loading(loading, nbytes, available_memory() if loading == "auto" else None, ranks)
         if log is not None:
