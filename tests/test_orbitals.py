@@ -18,7 +18,7 @@ import qcsurrogate
 from qcsurrogate.cli import main
 from qcsurrogate.graph import Dependency, get_view
 from qcsurrogate.io import TrajectoryFormatError, TrajectoryWriter, open_trajectory
-from qcsurrogate.observables import structure_factor
+from qcsurrogate.observables import connected_structure_factor, structure_factor
 from qcsurrogate.solvers import simulate
 from qcsurrogate.state import State, rho_blocks, rho_from_blocks
 from qcsurrogate.surrogate import PARC, Normalization, PlainCNN, Surrogate, build_surrogate, parse_model_config
@@ -322,7 +322,7 @@ def test_vector_fields_get_a_summed_structure_factor():
     state = system.initial_state("random_start", n_traj=2)
     obs = {o.name: o for o in system.observables()}
     assert set(obs) == {"S_X", "S_V", "S_XV"}
-    torch.testing.assert_close(obs["S_XV"](state), structure_factor(state["X"]) + structure_factor(state["V"]))
+    torch.testing.assert_close(obs["S_XV"](state), connected_structure_factor(state["X"]) + connected_structure_factor(state["V"]))
 
 
 def test_snapshot_figure_shows_sites_at_two_orbitals(tmp_path):

@@ -48,11 +48,7 @@ def test_tiny_run_reports_the_sd_observables(tmp_path):
     cfg["evaluation"].update(horizon=6, starts=[0, 10], climate={"horizon": 12, "starts": [0], "max_lag": 4})
     path = tmp_path / "sd_tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    try:
-        code = main(["run", str(path)])
-    except Exception as err:  # noqa: BLE001 - until the surrogates handle d = 2 (another engineer's work)
-        pytest.xfail(f"qcsurrogate run on d = 2 orbitals is not supported yet: {type(err).__name__}: {err}")
-    assert code == 0
+    assert main(["run", str(path)]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     for where in (metrics["physics"], metrics["baselines"]["cnn"]["physics"]):
         assert set(where["observables"]) == NAMES
