@@ -329,9 +329,11 @@ class System(ABC):
         from .io import open_trajectory
 
         with open_trajectory(path) as tr:
-            if tr.system_name != self.name or tr.L != self.L or tuple(tr.field_names) != tuple(self.field_names):
-                raise ConfigError(f"{path} holds system '{tr.system_name}' with L={tr.L}, fields {tr.field_names}; "
-                                  f"this is '{self.name}' with L={self.L}, fields {list(self.field_names)}")
+            if (tr.system_name != self.name or tr.L != self.L or tuple(tr.field_names) != tuple(self.field_names)
+                    or tr.orbitals != self.orbitals):
+                raise ConfigError(f"{path} holds system '{tr.system_name}' with L={tr.L}, {tr.orbitals} orbital(s) per "
+                                  f"site, fields {tr.field_names}; this is '{self.name}' with L={self.L}, "
+                                  f"{self.orbitals} orbital(s) per site, fields {list(self.field_names)}")
             if time is not None:
                 times = tr.times
                 index = int(abs(times - time).argmin())

@@ -676,16 +676,17 @@ def _perturbation_basis(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(basis)
 
 
-def _blind_directions(views: list[Any], x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def _blind_directions(views: list[Any], x: torch.Tensor, basis: torch.Tensor, L: int | None = None) -> torch.Tensor:
     """Coefficients `(n, k)` (orthonormal columns) of the perturbations of `x` that every view in `views`
-    maps to zero at first order: what a derivative reading `x` only through `views` cannot respond to."""
+    maps to zero at first order: what a derivative reading `x` only through `views` cannot respond to.
+    `L` (the number of sites) lets a blocked view see rho's orbitals (`View.__call__`)."""
     n = basis.shape[0]
     if not views:
         return torch.eye(n, dtype=torch.float64)
 
     def seen(p: torch.Tensor) -> torch.Tensor:
         x_p = x + torch.tensordot(p.to(basis.dtype), basis, dims=1)
-        outs = [v(x_p) for v in views]
+        outs = [v(x_p, L) for v in views]
         return torch.cat([(torch.view_as_real(o) if o.is_complex() else o).reshape(-1).to(torch.float64) for o in outs])
 
     jac = torch.autograd.functional.jacobian(seen, torch.zeros(n, dtype=torch.float64), vectorize=True)
@@ -702,7 +703,7 @@ class _Probe:
         self.bases = {v: _perturbation_basis(state[v]) for v in state.names}
 
     def blind(self, views: list[Any], source: str) -> torch.Tensor:
-        return _blind_directions(views, self.state[source], self.bases[source])
+        return _blind_directions(views, self.state[source], self.bases[source], self.state.L)
 
     def response(self, source: str, null: torch.Tensor, target: str) -> float | None:
         """Largest `|d(rhs[target])/d(source) . delta|` over two random unit perturbations `delta` within

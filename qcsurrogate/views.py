@@ -76,6 +76,26 @@ def _bond(b: torch.Tensor) -> torch.Tensor:
     return torch.diagonal(diag, dim1=-3, dim2=-2).sum(-1)
 
 
+def _spin_blocks(b: torch.Tensor) -> torch.Tensor:
+    """The on-site 2x2 spin blocks `(*batch, 2, 2, L)` of `(*batch, L, L, 2, 2)` blocks (spin-1/2 electrons)."""
+    if b.shape[-1] != 2:
+        raise ValueError(f"the spin density views need 2 orbitals per site (spin up, down), got {b.shape[-1]}")
+    return torch.diagonal(b, dim1=-4, dim2=-3)
+
+
+def _spin_x(b: torch.Tensor) -> torch.Tensor:
+    return 2 * _spin_blocks(b)[..., 0, 1, :].real
+
+
+def _spin_y(b: torch.Tensor) -> torch.Tensor:
+    return -2 * _spin_blocks(b)[..., 0, 1, :].imag
+
+
+def _spin_z(b: torch.Tensor) -> torch.Tensor:
+    s = _spin_blocks(b)
+    return (s[..., 0, 0, :] - s[..., 1, 1, :]).real
+
+
 CORE_VIEWS: tuple[View, ...] = (
     View("identity", "site", "site", lambda x: x, "the site field itself"),
     View("matrix", "pair", "pair", lambda x: x, "the full pair matrix itself"),
@@ -91,6 +111,13 @@ CORE_VIEWS: tuple[View, ...] = (
          "Re sum_a x_{ia,i+1 a} (e.g. bond order)", blocked=True),
     View("bond_imag", "pair", "site", lambda b: _bond(b).imag,
          "Im sum_a x_{ia,i+1 a} (e.g. bond current)", blocked=True),
+    # Spin-1/2 electrons (2 orbitals per site, up then down): s_i = tr(sigma rho_ii), the electron spin is s_i / 2.
+    View("spin_density_x", "pair", "site", _spin_x,
+         "electron spin density s^x_i = 2 Re rho_{(i up),(i dn)} (2 orbitals per site: spin up, down)", blocked=True),
+    View("spin_density_y", "pair", "site", _spin_y,
+         "electron spin density s^y_i = -2 Im rho_{(i up),(i dn)} (2 orbitals per site: spin up, down)", blocked=True),
+    View("spin_density_z", "pair", "site", _spin_z,
+         "electron spin density s^z_i = rho_{(i up),(i up)} - rho_{(i dn),(i dn)} (2 orbitals per site)", blocked=True),
 )
 """The views every installation has (registered by the core's builtin plugin)."""
 

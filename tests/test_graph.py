@@ -34,7 +34,7 @@ def test_builtin_views():
     assert (get_view("matrix").input_kind, get_view("matrix").output_kind) == ("pair", "pair")
     # registered by the core's own plugin, like its surrogates
     assert qcsurrogate.list_plugins()["qcsurrogate"]["views"] == ["identity", "matrix", "diagonal", "bond_real",
-                                                                  "bond_imag"]
+                                                                  "bond_imag", "spin_density_x", "spin_density_y", "spin_density_z"]
 
 
 def test_register_view_and_reject_duplicates(views):

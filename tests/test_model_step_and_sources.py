@@ -73,6 +73,12 @@ def test_from_file_takes_any_snapshot_of_any_trajectory(tmp_path):
     with pytest.raises(ConfigError, match="L=4"):
         ToySystem(L=6).initial_state("from_file", path=str(path))
 
+    class SpinfulNamesake(ToySystem):  # same name, L and fields: only the orbitals differ
+        orbitals = 2
+
+    with pytest.raises(ConfigError, match=r"holds system 'toy' with L=4, 1 orbital\(s\) per site.*2 orbital\(s\) per site"):
+        SpinfulNamesake(L=4).initial_state("from_file", path=str(path))
+
 
 def test_a_run_from_file_states_is_stale_when_the_file_changes(tmp_path, capsys):
     from test_pipeline_identity import _cfg

@@ -268,7 +268,7 @@ def test_plugins_command_lists_views_per_plugin(clean_registry, capsys):
     assert main(["plugins", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)["plugins"]
     assert info["viewplug"]["views"] == {"imag_diag": {"kinds": "pair -> site", "description": "imaginary diagonal"}}
-    assert list(info["qcsurrogate"]["views"]) == ["identity", "matrix", "diagonal", "bond_real", "bond_imag"]
+    assert list(info["qcsurrogate"]["views"]) == ["identity", "matrix", "diagonal", "bond_real", "bond_imag", "spin_density_x", "spin_density_y", "spin_density_z"]
 
 
 def test_a_view_must_be_a_view(clean_registry):

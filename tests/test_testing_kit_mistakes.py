@@ -613,8 +613,9 @@ class SpinfulToy(System):
 
     @property
     def graph(self) -> DependencyGraph:
-        # 'diagonal' of the (2L x 2L) rho holds both spin occupations of every site: it sees m_i.
-        return DependencyGraph({"X": ["V"], "V": ["X", ("rho", "diagonal")], "rho": ["X", "rho"]})
+        # The force reads m_i = n_i,up - n_i,down: the core's spin-1/2 view. ('diagonal' sums the two
+        # occupations of a site, n_i, and cannot see m_i: the kit reports that graph as undeclared.)
+        return DependencyGraph({"X": ["V"], "V": ["X", ("rho", "spin_density_z")], "rho": ["X", "rho"]})
 
     @scenario
     def polarised(self, seed: int = 0, n_traj: int = 2) -> State:
@@ -657,7 +658,8 @@ def test_a_spinful_system_passes_every_check():
 
 def test_the_spinful_kit_sees_a_broken_spin_coupling():
     """The d = 2 checks are not vacuous: a force from the charge density instead of the spin density (so
-    energy and rhs disagree) and a spin-flip term breaking N_up (declared invariant) are both caught."""
+    energy and rhs disagree, and the graph's spin view does not see what rhs reads) and a spin-flip term
+    breaking N_up (declared invariant) are both caught."""
 
     class ChargeForce(SpinfulToy):
         def rhs(self, state):
@@ -676,7 +678,9 @@ def test_the_spinful_kit_sees_a_broken_spin_coupling():
             return super().energy(state) + torch.einsum("ij,...ji->...", flip, state.rho).real
 
     failed, *_ = run_kit(ChargeForce(L=4))
-    assert names(failed) == {"energy_drift_order"}, failed
+    # energy and rhs disagree, and the force reads the charge n_i, which spin_density_z(rho) cannot see
+    assert names(failed) == {"energy_drift_order", "graph_matches_rhs"}, failed
+    assert "dV/dt depends on rho, beyond its declared spin_density_z(rho)" in failed["graph_matches_rhs"]
     failed, *_ = assert_fails(SpinFlip(L=4), "invariants_conserved", [r"invariant 'N_up' is not conserved by rhs"],
                               passing=ALL - {"invariants_conserved"})
 

@@ -16,7 +16,7 @@ from .observables import (
     vector_chirality,
     vector_structure_factor,
 )
-from .system import SPIN_DENSITY_VIEWS, SDChain, SDChainParams, adjacency, onsite_matrices, tilt
+from .system import SDChain, SDChainParams, adjacency, onsite_matrices, tilt
 
 try:
     __version__ = version("qcsurrogate-sd")
@@ -25,7 +25,6 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "DEGENERACY_TOL",
-    "SPIN_DENSITY_VIEWS",
     "DegenerateFermiLevelWarning",
     "SDChain",
     "SDChainParams",

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import qcsurrogate
 
-from .system import SPIN_DENSITY_VIEWS, SDChain
+from .system import SDChain
 
 
 @qcsurrogate.hookimpl
 def register_systems(register):
     register(SDChain)
 
-
-@qcsurrogate.hookimpl
-def register_views(register):
-    for view in SPIN_DENSITY_VIEWS:  # spin_density_x/y/z (named by SDChain.graph) and charge_density
-        register(view)
+# The graph's spin_density_x/y/z views are the core's (spin-1/2 electrons are not special to this chain),
+# so this plugin registers no views of its own.

@@ -23,15 +23,12 @@ import torch
 from pydantic import Field
 
 import qcsurrogate
-from qcsurrogate import ConfigError, DependencyGraph, State, System, SystemParams, View
+from qcsurrogate import ConfigError, DependencyGraph, State, System, SystemParams
 from qcsurrogate.observables import Observable, wavevectors
 
 from .ground_state import ground_state_density, report_degeneracy
 from .observables import (
-    charge_density,
     spin_density,
-    spin_density_x,
-    spin_density_y,
     spin_density_z,
     spiral_pitch,
     vector_chirality,
@@ -40,17 +37,6 @@ from .observables import (
 
 SPIN_FIELDS = ("Sx", "Sy", "Sz")
 
-SPIN_DENSITY_VIEWS = (
-    View("spin_density_x", "pair", "site", spin_density_x,
-         "electron spin density s^x_i = 2 Re rho_{(i up),(i dn)} of a spin-1/2 (2L x 2L, site-major) matrix"),
-    View("spin_density_y", "pair", "site", spin_density_y,
-         "electron spin density s^y_i = -2 Im rho_{(i up),(i dn)} of a spin-1/2 (2L x 2L, site-major) matrix"),
-    View("spin_density_z", "pair", "site", spin_density_z,
-         "electron spin density s^z_i = rho_{(i up),(i up)} - rho_{(i dn),(i dn)} of a spin-1/2 matrix"),
-    View("charge_density", "pair", "site", charge_density,
-         "electron density n_i = rho_{(i up),(i up)} + rho_{(i dn),(i dn)} of a spin-1/2 (2L x 2L) matrix"),
-)
-"""Pair -> site views of a spin-1/2 density matrix (the graph names the three spin densities)."""
 
 
 # -- kernels ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from qcsurrogate_sd_chain import SDChain, spin_density
+from qcsurrogate_sd_chain import SDChain, charge_density, spin_density
 
 import qcsurrogate
 from qcsurrogate import State
@@ -85,11 +85,14 @@ def test_graph_and_views():
     state = random_state(RING, batch=(2,), seed=0)
     s = spin_density(state.rho)
     for k, c in enumerate("xyz"):
-        view = qcsurrogate.get_view(f"spin_density_{c}")
-        assert torch.equal(view(state.rho), s[..., k, :])
-        assert view(state.rho.to(torch.complex64)).dtype == torch.float32  # surrogates run in single precision
-    n = qcsurrogate.get_view("charge_density")(state.rho)
+        view = qcsurrogate.get_view(f"spin_density_{c}")  # the core's, blocked: it needs the number of sites
+        assert view.blocked and torch.equal(view(state.rho, L=6), s[..., k, :])
+        assert view(state.rho.to(torch.complex64), L=6).dtype == torch.float32  # surrogates run in single precision
+    n = qcsurrogate.get_view("diagonal")(state.rho, L=6)  # the core's occupation sums over the spins
+    assert torch.allclose(n, charge_density(state.rho))
     assert torch.allclose(n, torch.diagonal(state.rho, dim1=-2, dim2=-1).real.unflatten(-1, (6, 2)).sum(-1))
+    with pytest.raises(ValueError, match="the spin density views need 2 orbitals per site"):
+        qcsurrogate.get_view("spin_density_z")(state.rho, L=12)  # read as one orbital per site
     assert RING.orbitals == 2 and RING.vector_fields == {"S": ("Sx", "Sy", "Sz")}
 
 
@@ -97,5 +100,4 @@ def test_discovered_by_the_registry():
     """Installed, the entry point registers 'sd_chain'; from a source tree conftest.py registers the module."""
     assert isinstance(qcsurrogate.load_system("sd_chain", L=6), SDChain)
     assert qcsurrogate.list_plugins()["sd_chain"]["systems"] == ["sd_chain"]
-    assert sorted(qcsurrogate.list_plugins()["sd_chain"]["views"]) == [
-        "charge_density", "spin_density_x", "spin_density_y", "spin_density_z"]
+    assert qcsurrogate.list_plugins()["sd_chain"]["views"] == []  # its graph's spin views are the core's
