@@ -63,3 +63,28 @@ def energy_projection(system: Any, max_iterations: int = 8, rtol: float = 1e-13)
         return State._raw(out, nxt.rho)
 
     return project
+
+
+def vector_length_projection(system: Any) -> Constraint:
+    """Give each declared vector field (`System.vector_fields`) its input's length on every site.
+
+    For vectors whose length the equations conserve (classical unit spins: `|S_i|` is constant because the
+    torque `S_i x B_i` is perpendicular to `S_i`), a learned step that lets the lengths wander is off the
+    manifold the truth never leaves; rescaling puts it back and keeps the vectors bounded whatever the
+    network does. A vector of zero predicted length is left as predicted.
+    """
+    vectors = {name: tuple(c) for name, c in dict(getattr(system, "vector_fields", {}) or {}).items()}
+    if not vectors:
+        raise ConstraintError(f"{type(system).__name__} declares no vector_fields, which conserve_vector_lengths needs")
+
+    def project(state: State, nxt: State) -> State:
+        fields = dict(nxt.fields)
+        for components in vectors.values():
+            before = torch.sqrt(sum(state.fields[c].to(nxt.fields[c].dtype) ** 2 for c in components))
+            after = torch.sqrt(sum(nxt.fields[c] ** 2 for c in components))
+            scale = torch.where(after > 0, before / after.clamp_min(torch.finfo(after.dtype).tiny), 1.0)
+            for c in components:
+                fields[c] = nxt.fields[c] * scale
+        return State._raw(fields, nxt.rho)
+
+    return project

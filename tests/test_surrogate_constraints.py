@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from toy_system import ToySystem
 
 from qcsurrogate import State
-from qcsurrogate.constraints import ConstraintError, energy_projection
+from qcsurrogate.constraints import ConstraintError, energy_projection, vector_length_projection
 from qcsurrogate.surrogate import PARC, Normalization, PARCConfig
 from qcsurrogate.surrogate.base import build_surrogate, project_spectrum
 from qcsurrogate.testing import random_density_matrix
@@ -152,7 +152,7 @@ def test_conserve_energy_without_a_system_is_a_clear_error(tmp_path):
     save_model(model, tmp_path / "m")
     state = TOY.initial_state("random_start", seed=0, n_traj=1)
     loaded = load_model(tmp_path / "m")
-    with pytest.raises(RuntimeError, match=r"conserves energy \(model.conserve_energy\), which needs its System"):
+    with pytest.raises(RuntimeError, match=r"has model options \['conserve_energy'\], which need its System"):
         loaded.rollout(state, 1)
     attached = load_model(tmp_path / "m", system=TOY)
     torch.testing.assert_close(attached.rollout(state, 3).rho, model.eval().rollout(state, 3).rho)
@@ -205,3 +205,39 @@ def test_unreachable_energy_keeps_the_closest_fields_and_never_moves_away():
     assert torch.isfinite(torch.stack([out[k] for k in out.fields])).all()
     gap = (TOY.energy(out) - TOY.energy(low)).abs()
     assert (gap <= e_min_gap + 1e-12).all()  # never farther from E0 than the prediction itself
+
+
+# -- vector lengths ------------------------------------------------------------------------------------
+def test_vector_length_projection_restores_each_site_length_and_the_direction():
+    from toy_spinful import ToySpinfulVector
+
+    system = ToySpinfulVector(L=4)
+    state = system.initial_state("random_start", n_traj=3)
+    gen = torch.Generator().manual_seed(1)
+    nxt = State._raw({k: v + 0.3 * torch.randn(v.shape, dtype=v.dtype, generator=gen) for k, v in state.fields.items()},
+                     state.rho)
+    fixed = vector_length_projection(system)(state, nxt)
+    length = lambda s: torch.sqrt(s["X"] ** 2 + s["V"] ** 2)  # noqa: E731
+    torch.testing.assert_close(length(fixed), length(state), rtol=1e-14, atol=1e-14)
+    ratio = fixed["X"] / nxt["X"]
+    torch.testing.assert_close(fixed["V"] / nxt["V"], ratio)  # one factor per site: the direction is kept
+    assert fixed.rho is nxt.rho
+    zero = State._raw({k: torch.zeros_like(v) for k, v in state.fields.items()}, state.rho)
+    assert vector_length_projection(system)(state, zero)["X"].equal(zero["X"])  # no direction to scale
+
+
+def test_vector_lengths_need_declared_vectors_and_act_at_inference_only():
+    with pytest.raises(ConstraintError, match="declares no vector_fields, which conserve_vector_lengths needs"):
+        vector_length_projection(TOY)
+    from toy_spinful import ToySpinfulVector
+
+    system = ToySpinfulVector(L=4)
+    cfg = PARCConfig(width=8, conserve_vector_lengths=True)
+    assert cfg.inference_options() == {"conserve_vector_lengths": True}
+    assert "conserve_vector_lengths" not in PARCConfig(width=8).model_dump()  # old run identities unchanged
+    model = build_surrogate("parc", system, cfg, Normalization.identity(system.graph))
+    state = system.initial_state("random_start", n_traj=2)
+    nxt = State._raw({k: 1.5 * v for k, v in state.fields.items()}, state.rho)
+    assert model.train().finish_step(state, nxt).fields is nxt.fields
+    fixed = model.eval().finish_step(state, nxt)
+    torch.testing.assert_close(fixed["X"], state["X"].to(fixed["X"].dtype))

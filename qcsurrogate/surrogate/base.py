@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from torch import nn
 
-from ..constraints import Constraint, energy_projection
+from ..constraints import Constraint, energy_projection, vector_length_projection
 from ..graph import DependencyGraph
 from ..state import RHO, State
 from .normalization import Normalization
@@ -75,9 +75,15 @@ class SurrogateConfig(BaseModel):
         description="restore the input's total energy after every step by moving the classical fields along the "
         "gradient of System.energy (needs the System: the pipeline attaches it, or Surrogate.attach_system)",
     )
+    conserve_vector_lengths: bool = Field(
+        False,
+        description="give every declared vector field (System.vector_fields) its input's per-site length after every "
+        "step: for vectors the equations keep at fixed length, e.g. classical unit spins (needs the System, as "
+        "conserve_energy)",
+    )
     dtype: Literal["float32", "float64"] = "float32"
 
-    INFERENCE_ONLY: ClassVar[tuple[str, ...]] = ("conserve_energy",)
+    INFERENCE_ONLY: ClassVar[tuple[str, ...]] = ("conserve_energy", "conserve_vector_lengths")
     """Options that act at inference only (see `Surrogate.attach_system`): not inputs of training. All
     default to False and were added after run identities were first recorded."""
 
@@ -94,7 +100,7 @@ class SurrogateConfig(BaseModel):
         redoes evaluation, not training."""
         return {key: getattr(self, key) for key in self.INFERENCE_ONLY if getattr(self, key)}
 
-    OMIT_AT_DEFAULT: ClassVar[dict[str, Any]] = {"conserve_energy": False}
+    OMIT_AT_DEFAULT: ClassVar[dict[str, Any]] = {"conserve_energy": False, "conserve_vector_lengths": False}
     """Options added after run identities were first recorded, with their defaults: omitted from dumps
     there, so configs (and the run stages digested from them) that do not use them keep their identity."""
 
@@ -404,8 +410,9 @@ class Surrogate(nn.Module, ABC):
             nxt = State._raw(nxt.fields, rho)
         if self.training:
             return nxt
-        if self.config.conserve_energy and not self.constraints:
-            raise RuntimeError(f"this '{self.name}' surrogate conserves energy (model.conserve_energy), which needs its "
+        wanted = self.config.inference_options()
+        if wanted and not self.constraints:
+            raise RuntimeError(f"this '{self.name}' surrogate has model options {sorted(wanted)}, which need its "
                                "System: call attach_system(system), or load_model(..., system=system)")
         for constraint in self.constraints:
             nxt = constraint(state, nxt)
@@ -417,8 +424,11 @@ class Surrogate(nn.Module, ABC):
         They act in eval mode only (rollouts, evaluation, validation), not in training's unrolled steps:
         there the energy correction, driven mostly by the error of rho, moves the fields by amounts the
         straight-through gradient cannot see, and training got worse (measured in docs/results.md).
-        Called by `build_surrogate` and the pipeline; a surrogate loaded by hand calls it itself."""
+        Called by `build_surrogate` and the pipeline; a surrogate loaded by hand calls it itself. With both,
+        the energy is restored first and the vector lengths last (they are then exact, the energy nearly)."""
         self.constraints = [energy_projection(system)] if self.config.conserve_energy else []
+        if getattr(self.config, "conserve_vector_lengths", False):
+            self.constraints.append(vector_length_projection(system))
         return self
 
     rollout_compile: bool = False
