@@ -948,3 +948,36 @@ def parametrize_with_checks(
             marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)] if reason else []
             params.append(pytest.param(system, run, id=f"{system_id(system)}-{cid}", marks=marks))
     return pytest.mark.parametrize(("system", "check"), params)
+
+
+# -- a seconds-long end-to-end run -------------------------------------------------------------------------
+def smoke_run_config(
+    config: Mapping[str, Any], output_dir: Any, *, L: int | None = None, n_traj: int = 4, n_model_steps: int = 24,
+    scenario_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A copy of a run config (the mapping YAML gives) shrunk to a `qcsurrogate run` of a few seconds on a CPU.
+
+    For a plugin's tests: its shipped example goes through every stage (data, training, evaluation,
+    figures) with the example's own system, scenario, time step and model options, on `n_traj`
+    trajectories of `n_model_steps` steps, `L` sites when given, width-4 networks trained for 4 steps.
+    `scenario_kwargs` override the example's scenario arguments (e.g. a shorter soliton on a smaller ring).
+    """
+    import copy
+
+    cfg = copy.deepcopy(dict(config))
+    cfg.update(output_dir=str(output_dir), device="cpu")
+    data = cfg["data"]
+    if L is not None:
+        data["system"].setdefault("params", {})["L"] = L
+    data["scenario"].setdefault("kwargs", {}).update(n_traj=n_traj, **dict(scenario_kwargs or {}))
+    data["simulation"] = {**data["simulation"], "n_model_steps": n_model_steps}
+    cfg["split"] = {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 0}
+    cfg.setdefault("model", {})["width"] = 4
+    cfg["training"] = {**cfg.get("training", {}), "steps": 4, "batch_size": 4, "warmup_steps": 1, "log_every": 2,
+                       "val_every": 2, "checkpoint_every": 2,
+                       "objective": {"unroll": {"max_steps": 2, "start_fraction": 0.5}}}
+    horizon = max(2, n_model_steps // 4)
+    cfg["evaluation"] = {**cfg.get("evaluation", {}), "horizon": horizon, "starts": [0, n_model_steps - horizon - 1],
+                         "climate": {**cfg.get("evaluation", {}).get("climate", {}), "horizon": n_model_steps // 2,
+                                     "starts": [0], "max_lag": max(2, n_model_steps // 6)}}
+    return cfg

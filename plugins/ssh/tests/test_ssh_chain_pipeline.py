@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from qcsurrogate.cli import main
+from qcsurrogate.testing import smoke_run_config
 from qcsurrogate.pipeline import load_run_config
 from qcsurrogate.pipeline.preflight import preflight
 
@@ -24,16 +25,7 @@ def test_example_loads_and_passes_preflight():
 
 
 def test_tiny_run_reports_the_ssh_observables(tmp_path):
-    cfg = yaml.safe_load(EXAMPLE.read_text())
-    cfg.update(output_dir=str(tmp_path / "run"), device="cpu")
-    cfg["data"]["system"]["params"]["L"] = 9
-    cfg["data"]["scenario"]["kwargs"].update(n_traj=4, xi=1.0)
-    cfg["data"]["simulation"] = {"dt": 0.05, "model_step": 0.2, "n_model_steps": 24}
-    cfg["split"] = {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 0}
-    cfg["model"]["width"] = 4
-    cfg["training"].update(steps=4, batch_size=4, warmup_steps=1, log_every=2, val_every=2, checkpoint_every=2,
-                           objective={"unroll": {"max_steps": 2, "start_fraction": 0.5}})
-    cfg["evaluation"].update(horizon=6, starts=[0, 10], climate={"horizon": 12, "starts": [0], "max_lag": 4})
+    cfg = smoke_run_config(yaml.safe_load(EXAMPLE.read_text()), tmp_path / "run", L=9, scenario_kwargs={"xi": 1.0})
     path = tmp_path / "ssh_tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["run", str(path)]) == 0
