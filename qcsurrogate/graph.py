@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .state import RHO
-from .views import CORE_REDUCING_VIEWS, Kind, View, available_views, get_view
+from .views import CORE_REDUCING_VIEWS, Kind, View, available_views, get_view, reducing_views
 
 __all__ = [
     "CORE_REDUCING_VIEWS",

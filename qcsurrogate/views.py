@@ -83,6 +83,22 @@ def _spin_blocks(b: torch.Tensor) -> torch.Tensor:
     return torch.diagonal(b, dim1=-4, dim2=-3)
 
 
+_PAULI_T = {  # sigma^a transposed, so that tr(sigma^a B) = sum_bc (sigma^a)^T_bc B_bc
+    "x": ((0, 1), (1, 0)),
+    "y": ((0, 1j), (-1j, 0)),
+    "z": ((1, 0), (0, -1)),
+}
+
+
+def _spin_bond(b: torch.Tensor, axis: str) -> torch.Tensor:
+    """tr(sigma^a rho_{i,i+1}) per bond (wrapping at the end), complex `(*batch, L)`, from spin-1/2 blocks."""
+    if b.shape[-1] != 2:
+        raise ValueError(f"the spin bond views need 2 orbitals per site (spin up, down), got {b.shape[-1]}")
+    bond = torch.diagonal(torch.roll(b, -1, dims=-3), dim1=-4, dim2=-3)  # (*batch, 2, 2, L): rho_{i,i+1} blocks
+    pauli_t = torch.tensor(_PAULI_T[axis], dtype=bond.dtype, device=bond.device)
+    return (pauli_t[..., None] * bond).sum((-3, -2))
+
+
 def _spin_x(b: torch.Tensor) -> torch.Tensor:
     return 2 * _spin_blocks(b)[..., 0, 1, :].real
 
@@ -118,12 +134,26 @@ CORE_VIEWS: tuple[View, ...] = (
          "electron spin density s^y_i = -2 Im rho_{(i up),(i dn)} (2 orbitals per site: spin up, down)", blocked=True),
     View("spin_density_z", "pair", "site", _spin_z,
          "electron spin density s^z_i = rho_{(i up),(i up)} - rho_{(i dn),(i dn)} (2 orbitals per site)", blocked=True),
+    *(View(f"spin_bond_{part}_{axis}", "pair", "site", (lambda b, a=axis, f=fn: f(_spin_bond(b, a))),
+           f"{part} part of tr(sigma^{axis} rho_(i,i+1)), the spin-resolved bond (2 orbitals per site)", blocked=True)
+      for part, fn in (("real", torch.real), ("imag", torch.imag)) for axis in "xyz"),
 )
 """The views every installation has (registered by the core's builtin plugin)."""
 
 CORE_REDUCING_VIEWS = ("diagonal", "bond_real", "bond_imag")
 """Pair -> site views every installation has; what a 'state' integrator reads besides the graph's own
 views (never plugin views a graph does not name, so a model's shape cannot depend on what is installed)."""
+
+SPIN_REDUCING_VIEWS = (*(f"spin_density_{a}" for a in "xyz"), *(f"spin_bond_{p}_{a}" for p in ("real", "imag")
+                                                                for a in "xyz"))
+"""What a 'state' integrator also reads of a spin-1/2 rho (2 orbitals per site): with the orbital-summed
+views these are every real number of the on-site and nearest-neighbour 2x2 blocks (a 2x2 block is
+spanned by 1 and the Pauli matrices), so a spin block sees the spin currents its O(dt^2) step needs."""
+
+
+def reducing_views(orbitals: int) -> tuple[str, ...]:
+    """The core's pair -> site views a 'state' integrator reads of a rho with `orbitals` per site."""
+    return CORE_REDUCING_VIEWS + (SPIN_REDUCING_VIEWS if orbitals == 2 else ())
 
 _CORE: dict[str, View] = {v.name: v for v in CORE_VIEWS}
 

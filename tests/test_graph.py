@@ -34,7 +34,8 @@ def test_builtin_views():
     assert (get_view("matrix").input_kind, get_view("matrix").output_kind) == ("pair", "pair")
     # registered by the core's own plugin, like its surrogates
     assert qcsurrogate.list_plugins()["qcsurrogate"]["views"] == ["identity", "matrix", "diagonal", "bond_real",
-                                                                  "bond_imag", "spin_density_x", "spin_density_y", "spin_density_z"]
+                                                                  "bond_imag", "spin_density_x", "spin_density_y", "spin_density_z",
+        *(f"spin_bond_{p}_{a}" for p in ("real", "imag") for a in "xyz")]
 
 
 def test_register_view_and_reject_duplicates(views):
@@ -148,3 +149,29 @@ def test_toy_system_graph(toy):
     g = toy.graph
     assert g == DependencyGraph(TOY_EDGES)
     assert set(g.variables) == {*toy.field_names, RHO}
+
+
+def test_spin_views_read_the_on_site_and_bond_blocks_in_the_pauli_basis():
+    """With the orbital sums, the spin views give every real number of the 2x2 on-site and bond blocks:
+    B = (tr B + sum_a tr(sigma^a B) sigma^a) / 2 rebuilds each block exactly."""
+    from qcsurrogate.state import rho_blocks
+    from qcsurrogate.testing import random_density_matrix
+
+    L = 5
+    rho = random_density_matrix(2 * L, 4, (3,), torch.Generator().manual_seed(0))
+    sigma = {"x": torch.tensor([[0, 1], [1, 0]], dtype=rho.dtype), "y": torch.tensor([[0, -1j], [1j, 0]], dtype=rho.dtype),
+             "z": torch.tensor([[1, 0], [0, -1]], dtype=rho.dtype)}
+    blocks = rho_blocks(rho, L)
+    for i in range(L):
+        onsite, bond = blocks[:, i, i], blocks[:, i, (i + 1) % L]
+        n = get_view("diagonal")(rho, L)[:, i]
+        s = {a: get_view(f"spin_density_{a}")(rho, L)[:, i] for a in "xyz"}
+        torch.testing.assert_close(onsite, (n[:, None, None] * torch.eye(2) + sum(s[a][:, None, None] * sigma[a]
+                                                                                   for a in "xyz")) / 2)
+        t0 = torch.complex(get_view("bond_real")(rho, L)[:, i], get_view("bond_imag")(rho, L)[:, i])
+        t = {a: torch.complex(get_view(f"spin_bond_real_{a}")(rho, L)[:, i], get_view(f"spin_bond_imag_{a}")(rho, L)[:, i])
+             for a in "xyz"}
+        torch.testing.assert_close(bond, (t0[:, None, None] * torch.eye(2) + sum(t[a][:, None, None] * sigma[a]
+                                                                                  for a in "xyz")) / 2)
+    with pytest.raises(ValueError, match="the spin bond views need 2 orbitals per site"):
+        get_view("spin_bond_real_x")(rho, 2 * L)

@@ -310,8 +310,10 @@ def test_training_windows_and_normalisation_at_two_orbitals(spinful_file):
         norm = fit_normalization(SYSTEM, sampler)
     finally:
         lazy.close()
+    from qcsurrogate.views import SPIN_REDUCING_VIEWS
+
     assert set(norm.inputs) == {"X:identity", "V:identity", "rho:matrix", "rho:diagonal", "rho:bond_real",
-                                "rho:bond_imag"}
+                                "rho:bond_imag", *(f"rho:{v}" for v in SPIN_REDUCING_VIEWS)}  # spin-1/2: all of them
     mean_n, _ = norm.inputs["rho:diagonal"]
     assert abs(mean_n - 1.0) < 1e-9  # half filling: L electrons on L sites, n_i averages to 1
 

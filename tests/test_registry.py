@@ -268,7 +268,8 @@ def test_plugins_command_lists_views_per_plugin(clean_registry, capsys):
     assert main(["plugins", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)["plugins"]
     assert info["viewplug"]["views"] == {"imag_diag": {"kinds": "pair -> site", "description": "imaginary diagonal"}}
-    assert list(info["qcsurrogate"]["views"]) == ["identity", "matrix", "diagonal", "bond_real", "bond_imag", "spin_density_x", "spin_density_y", "spin_density_z"]
+    assert list(info["qcsurrogate"]["views"]) == ["identity", "matrix", "diagonal", "bond_real", "bond_imag", "spin_density_x", "spin_density_y", "spin_density_z",
+        *(f"spin_bond_{p}_{a}" for p in ("real", "imag") for a in "xyz")]
 
 
 def test_a_view_must_be_a_view(clean_registry):

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..graph import CORE_REDUCING_VIEWS, Dependency, DependencyGraph, kind_of
+from ..graph import Dependency, DependencyGraph, kind_of, reducing_views
 from ..state import State
 
 
@@ -20,10 +20,10 @@ def input_key(dep: Dependency) -> str:
     return f"{dep.source}:{dep.resolved_view().name}"
 
 
-def _all_dependencies(graph: DependencyGraph) -> list[Dependency]:
+def _all_dependencies(graph: DependencyGraph, orbitals: int = 1) -> list[Dependency]:
     """Every variable as itself and through the core's reducing views (what 'state' integrators read)."""
     out = [Dependency(v) for v in graph.variables]
-    out += [Dependency(v, n) for v in graph.variables if kind_of(v) == "pair" for n in CORE_REDUCING_VIEWS]
+    out += [Dependency(v, n) for v in graph.variables if kind_of(v) == "pair" for n in reducing_views(orbitals)]
     return out
 
 
@@ -45,7 +45,7 @@ class Normalization:
         """Fit on flattened samples: `states`, their exact derivatives and their one-step increments."""
         variables = states.variables()
         inputs: dict[str, tuple[Any, float]] = {}
-        own = [(d, d.evaluate(variables)) for d in _all_dependencies(graph)]
+        own = [(d, d.evaluate(variables)) for d in _all_dependencies(graph, states.orbitals)]
         for target in graph.variables:
             for dep, x in graph.gather(target, variables) + own:
                 key = input_key(dep)
@@ -79,9 +79,9 @@ class Normalization:
         return cls(inputs=inputs, derivative=dict(data["derivative"]), increment=dict(data["increment"]))
 
     @classmethod
-    def identity(cls, graph: DependencyGraph) -> Normalization:
+    def identity(cls, graph: DependencyGraph, orbitals: int = 1) -> Normalization:
         """Unit scales (for tests and for building a model before data is seen)."""
-        deps = [d for t in graph.variables for d in graph.inputs(t)] + _all_dependencies(graph)
+        deps = [d for t in graph.variables for d in graph.inputs(t)] + _all_dependencies(graph, orbitals)
         inputs = {input_key(d): (0.0, 1.0) for d in deps}
         ones = {v: 1.0 for v in graph.variables}
         return cls(inputs=inputs, derivative=dict(ones), increment=dict(ones))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..graph import CORE_REDUCING_VIEWS, Dependency, DependencyGraph, get_view, kind_of
+from ..graph import Dependency, DependencyGraph, get_view, kind_of, reducing_views
 from ..state import RHO, State, rho_blocks, rho_from_blocks
 from .base import CNNConfig, PARCConfig, PlainCNNConfig, Surrogate
 from .layers import PARCCNN
@@ -27,16 +27,17 @@ from .linear_init import fit_skip
 from .normalization import input_key
 
 
-def state_dependencies(graph: DependencyGraph, target: str) -> tuple[Dependency, ...]:
+def state_dependencies(graph: DependencyGraph, target: str, orbitals: int = 1) -> tuple[Dependency, ...]:
     """The whole state as seen from `target`'s block: every field, and every pair variable as a
     matrix (pair blocks) or, in site blocks, through the core's reducing views (diagonal, bond_real,
-    bond_imag: occupations and bond currents) plus any the graph itself names."""
+    bond_imag: occupations and bond currents; for spin-1/2 also the spin densities and spin-resolved
+    bonds, `reducing_views(orbitals)`) plus any the graph itself names."""
     fields = [Dependency(v) for v in graph.variables if kind_of(v) == "site"]
     pairs = [v for v in graph.variables if kind_of(v) == "pair"]
     if kind_of(target) == "pair":
         return (*fields, *(Dependency(v) for v in pairs))
     named = {d.resolved_view().name for deps in graph.edges.values() for d in deps}
-    names = sorted(set(CORE_REDUCING_VIEWS) | {n for n in named if get_view(n).input_kind == "pair"})
+    names = sorted(set(reducing_views(orbitals)) | {n for n in named if get_view(n).input_kind == "pair"})
     reducing = [n for n in names if get_view(n).output_kind == "site"]
     return (*fields, *(Dependency(p, n) for p in pairs for n in reducing))
 
@@ -136,7 +137,7 @@ class _GraphSurrogate(Surrogate):
             for t in graph.variables
         }
         self.state_lifters = {
-            t: BlockLifter(t, state_dependencies(graph, t), config.complex_mode, config.bilinear_inputs, orbitals)
+            t: BlockLifter(t, state_dependencies(graph, t, orbitals), config.complex_mode, config.bilinear_inputs, orbitals)
             for t in graph.variables
         }
         # buffers are real so `.to(dtype)` never drops an imaginary part; not persistent because
