@@ -11,7 +11,7 @@ from PIL import Image
 from toy_system import ToySystem
 
 from qcsurrogate.evaluation import figures
-from qcsurrogate.observables import Observable, structure_factor, wavevectors
+from qcsurrogate.observables import Observable, connected_structure_factor, structure_factor, wavevectors
 from qcsurrogate.state import State
 
 L, N_TIME = 4, 6
@@ -256,8 +256,8 @@ def test_observables_figure_plots_spectra_at_the_truths_dominant_q_and_scalars(t
     tl, pl = ax.get_lines()
     assert (tl.get_label(), pl.get_label()) == ("truth (RK4), q = π/2", "surrogate, q = π/2")
     assert (tl.get_linestyle(), pl.get_linestyle()) == ("-", "--")
-    S_true = structure_factor(true["X"], q).numpy()
-    S_pred = structure_factor(pred["X"].double(), q).numpy()
+    S_true = connected_structure_factor(true["X"], q).numpy()  # the default observables are connected
+    S_pred = connected_structure_factor(pred["X"].double(), q).numpy()
     np.testing.assert_allclose(tl.get_xdata(), t, rtol=0, atol=1e-15)
     np.testing.assert_allclose(tl.get_ydata(), S_true[:, 1], rtol=1e-12)
     np.testing.assert_allclose(pl.get_ydata(), S_pred[:, 1], rtol=1e-12)
@@ -274,7 +274,7 @@ def test_observables_figure_plots_spectra_at_the_truths_dominant_q_and_scalars(t
     assert fig.axes[9].get_ylabel() == "S_X(q)"  # the colour bars say what they measure
     assert [grid[0, c].get_title() for c in (1, 2)] == ["S_X(q) truth", "S_X(q) surrogate"]
     # row 1: V is noise, its label names whichever q dominates its own truth
-    kV = int(np.argmax(structure_factor(true["V"], q).numpy().mean(0)))
+    kV = int(np.argmax(connected_structure_factor(true["V"], q).numpy().mean(0)))
     assert grid[1, 0].get_lines()[0].get_label() == f"truth (RK4), q = {['0', 'π/2', 'π'][kV]}"
     # row 2: the scalar, with its unit; no heat maps
     sl, spl = grid[2, 0].get_lines()
