@@ -99,7 +99,8 @@ def test_physics_diagnostics_detect_broken_rollouts():
     L = 2
     true = State.stack([const_state(1, 0, 0, L=L)] * 3)
     eye = torch.eye(L, dtype=torch.complex128)
-    true = State._raw(true.fields, (0.5 * eye).expand(3, L, L).clone())
+    staggered = torch.tensor([1.0, -1.0], dtype=torch.float64).expand(3, L).clone()
+    true = State._raw({**true.fields, "Q": staggered}, (0.5 * eye).expand(3, L, L).clone())
     good = true.clone()
     d = physics_diagnostics(_FreeOscillators(), good, true)
     assert d["trace_error_max"] == 0 and d["hermiticity_error_max"] == 0 and d["energy_drift_max_rel"] == 0
@@ -111,9 +112,10 @@ def test_physics_diagnostics_detect_broken_rollouts():
     assert d["trace_error_max"] == pytest.approx(0.1)
     assert d["hermiticity_error_max"] == pytest.approx(0.3)
     assert d["energy_drift_max_rel"] > 0.1
-    # uniform Q = 1 on L = 2 sites: S_Q(0) = |sum_j Q_j|^2 / L = 2 in the truth, 2.2^2 / 2 = 2.42 predicted, S_Q(pi) = 0
+    # staggered Q = (1, -1) on L = 2 sites: S_Q(pi) = |sum_j (-1)^j Q_j|^2 / L = 2 in the truth, 2.2^2 / 2 = 2.42
+    # predicted, and the connected S_Q(0) = 0 in both
     s_q = d["observables"]["S_Q"]
-    assert s_q["dominant_q"] == 0.0 and s_q["truth_mean_at_dominant_q"] == pytest.approx(2.0)
+    assert s_q["dominant_q"] == pytest.approx(math.pi) and s_q["truth_mean_at_dominant_q"] == pytest.approx(2.0)
     assert s_q["rmse_at_dominant_q"] == pytest.approx(0.42)
     assert s_q["rmse"] == pytest.approx(0.42 / math.sqrt(2))  # over (time, q): q = pi contributes zeros
     assert d["observables"]["S_P"]["rmse"] == 0.0

@@ -127,15 +127,15 @@ def test_serialisation_keeps_the_selected_configs_fields_and_round_trips():
 
 def test_the_shipped_configs_keep_the_fields_saved_models_and_checkpoints_hold():
     """PARC and the baseline accept the options of the former single SurrogateConfig, and options added
-    since (conserve_energy, autocast) are left out of dumps at their defaults, so configs saved before
+    since (conserve_energy, conserve_vector_lengths, autocast) are left out of dumps at their defaults, so configs saved before
     (model.json, checkpoints, run identities) compare equal to today's dumps."""
     before = {"name", "width", "dropout", "activation", "complex_mode", "integrator_inputs", "bilinear_inputs",
               "linear_skip", "init", "project_rho", "dtype"}
-    added = {"conserve_energy", "autocast"}
+    added = {"conserve_energy", "conserve_vector_lengths", "autocast"}
     assert set(PARCConfig.model_fields) == set(PlainCNNConfig.model_fields) == before | added
-    assert set(SurrogateConfig.model_fields) == {"name", "project_rho", "dtype", "conserve_energy"}
+    assert set(SurrogateConfig.model_fields) == {"name", "project_rho", "dtype", "conserve_energy", "conserve_vector_lengths"}
     assert set(PARCConfig().model_dump()) == set(PlainCNNConfig().model_dump()) == before
-    assert set(PARCConfig(conserve_energy=True, autocast="bf16").model_dump()) == before | added
+    assert set(PARCConfig(conserve_energy=True, conserve_vector_lengths=True, autocast="bf16").model_dump()) == before | added
     assert issubclass(PARCConfig, CNNConfig) and issubclass(PlainCNNConfig, CNNConfig)
     assert PARC.Config is PARCConfig and PlainCNN.Config is PlainCNNConfig
     with pytest.raises(ValidationError):
