@@ -23,7 +23,9 @@ class ConstraintError(RuntimeError):
     """A constraint cannot be applied to this System (e.g. an energy without autograd)."""
 
 
-def energy_projection(system: Any, max_iterations: int = 8, rtol: float = 1e-13) -> Constraint:
+def energy_projection(
+    system: Any, max_iterations: int = 8, rtol: float = 1e-13, keep_vector_lengths: bool = False
+) -> Constraint:
     """Restore the input's total energy by moving the classical fields along the energy gradient.
 
     Newton steps on `E(fields, rho) = E(state)` with rho held fixed, each the smallest change
@@ -34,12 +36,38 @@ def energy_projection(system: Any, max_iterations: int = 8, rtol: float = 1e-13)
     predicted electrons alone carry more than E0 there is no solution, and each state keeps the iterate
     closest to E0 (never a Newton step that moved away from it). The rollout then continues at that
     energy.
+
+    With `keep_vector_lengths`, every declared vector field (`System.vector_fields`) also keeps its
+    input's per-site length: the fields start at the predicted directions with those lengths, each Newton
+    step moves a vector only along the tangent of its sphere (the gradient with its radial part removed)
+    and is followed by restoring the lengths. Applying the two projections one after the other instead
+    undoes part of the energy correction (measured on the s-d example: a 12% energy drift over 400 steps).
     """
+    vectors = [tuple(c) for c in dict(getattr(system, "vector_fields", {}) or {}).values()] if keep_vector_lengths else []
+    if keep_vector_lengths and not vectors:
+        raise ConstraintError(f"{type(system).__name__} declares no vector_fields, which conserve_vector_lengths needs")
+
+    def on_spheres(fields: dict[str, torch.Tensor], lengths: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(fields)
+        for comps, length in zip(vectors, lengths):
+            now = torch.sqrt(sum(fields[c] ** 2 for c in comps))
+            scale = torch.where(now > 0, length / now.clamp_min(torch.finfo(now.dtype).tiny), 1.0)
+            out.update({c: fields[c] * scale for c in comps})
+        return out
+
+    def tangential(fields: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(grads)
+        for comps in vectors:
+            norm2 = sum(fields[c] ** 2 for c in comps).clamp_min(torch.finfo(torch.float64).tiny)
+            radial = sum(grads[c] * fields[c] for c in comps) / norm2
+            out.update({c: grads[c] - radial * fields[c] for c in comps})
+        return out
 
     def project(state: State, nxt: State) -> State:
         with torch.no_grad():
             e0 = system.energy(state.to(dtype=torch.float64))
-        fields = {k: v.detach().to(torch.float64) for k, v in nxt.fields.items()}
+        lengths = [torch.sqrt(sum(state.fields[c].detach().to(torch.float64) ** 2 for c in comps)) for comps in vectors]
+        fields = on_spheres({k: v.detach().to(torch.float64) for k, v in nxt.fields.items()}, lengths)
         rho = nxt.rho.detach().to(torch.complex128)
         best, best_gap = dict(fields), torch.full_like(e0, torch.inf)
         with torch.enable_grad():
@@ -55,10 +83,10 @@ def energy_projection(system: Any, max_iterations: int = 8, rtol: float = 1e-13)
                 best_gap = torch.where(better, gap, best_gap)
                 if bool((best_gap <= rtol * (1 + e0.abs())).all()):
                     break
-                grads = torch.autograd.grad(energy.sum(), list(leaves.values()))
-                norm2 = sum((g * g).sum(-1) for g in grads)
+                grads = tangential(leaves, dict(zip(leaves, torch.autograd.grad(energy.sum(), list(leaves.values())))))
+                norm2 = sum((g * g).sum(-1) for g in grads.values())
                 scale = torch.where(norm2 > 0, (energy - e0) / norm2.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-                fields = {k: (v - scale[..., None] * g).detach() for (k, v), g in zip(leaves.items(), grads)}
+                fields = on_spheres({k: (v - scale[..., None] * grads[k]).detach() for k, v in leaves.items()}, lengths)
         out = {k: nxt.fields[k] + (best[k].to(nxt.fields[k].dtype) - nxt.fields[k]).detach() for k in best}
         return State._raw(out, nxt.rho)
 

@@ -241,3 +241,27 @@ def test_vector_lengths_need_declared_vectors_and_act_at_inference_only():
     assert model.train().finish_step(state, nxt).fields is nxt.fields
     fixed = model.eval().finish_step(state, nxt)
     torch.testing.assert_close(fixed["X"], state["X"].to(fixed["X"].dtype))
+
+
+def test_energy_on_the_vectors_spheres_restores_both_energy_and_lengths():
+    """conserve_energy with conserve_vector_lengths: one projection keeps both (one after the other, the
+    length rescaling would undo part of the energy correction)."""
+    from toy_spinful import ToySpinfulVector
+
+    system = ToySpinfulVector(L=4)
+    state = system.initial_state("random_start", n_traj=3)
+    gen = torch.Generator().manual_seed(5)
+    nxt = State._raw({k: v + 0.02 * torch.randn(v.shape, dtype=v.dtype, generator=gen) for k, v in state.fields.items()},
+                     state.rho)
+    length = lambda s: torch.sqrt(s["X"] ** 2 + s["V"] ** 2)  # noqa: E731
+    both = energy_projection(system, keep_vector_lengths=True)(state, nxt)
+    torch.testing.assert_close(system.energy(both), system.energy(state), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(length(both), length(state), rtol=1e-13, atol=1e-13)
+    sequential = vector_length_projection(system)(state, energy_projection(system)(state, nxt))
+    assert float((system.energy(sequential) - system.energy(state)).abs().max()) > 1e-6  # what it replaces
+    cfg = PARCConfig(width=8, conserve_energy=True, conserve_vector_lengths=True)
+    model = build_surrogate("parc", system, cfg, Normalization.identity(system.graph, orbitals=2)).eval()
+    fixed = model.finish_step(state, nxt)
+    torch.testing.assert_close(length(fixed), length(state), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConstraintError, match="declares no vector_fields"):
+        energy_projection(TOY, keep_vector_lengths=True)

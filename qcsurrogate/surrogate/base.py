@@ -424,11 +424,13 @@ class Surrogate(nn.Module, ABC):
         They act in eval mode only (rollouts, evaluation, validation), not in training's unrolled steps:
         there the energy correction, driven mostly by the error of rho, moves the fields by amounts the
         straight-through gradient cannot see, and training got worse (measured in docs/results.md).
-        Called by `build_surrogate` and the pipeline; a surrogate loaded by hand calls it itself. With both,
-        the energy is restored first and the vector lengths last (they are then exact, the energy nearly)."""
-        self.constraints = [energy_projection(system)] if self.config.conserve_energy else []
-        if getattr(self.config, "conserve_vector_lengths", False):
-            self.constraints.append(vector_length_projection(system))
+        Called by `build_surrogate` and the pipeline; a surrogate loaded by hand calls it itself. With both
+        energy and vector lengths, one projection restores the energy on the vectors' spheres."""
+        lengths = bool(getattr(self.config, "conserve_vector_lengths", False))
+        if self.config.conserve_energy:  # with the lengths: energy restored on the vectors' spheres
+            self.constraints = [energy_projection(system, keep_vector_lengths=lengths)]
+        else:
+            self.constraints = [vector_length_projection(system)] if lengths else []
         return self
 
     rollout_compile: bool = False
