@@ -112,6 +112,7 @@ def test_shard_ranges_cover_the_ensemble_contiguously():
         shard_ranges(3, 4)
 
 
+@pytest.mark.filterwarnings("ignore::qcsurrogate.onebody.DegenerateFermiLevelWarning")  # L = 4 at half filling
 def test_simulate_logs_its_auto_choices_and_restores_threads(caplog):
     system = qcsurrogate.load_system("holstein", L=4, g=1.0)
     state0 = system.initial_state("deep_quench", n_traj=2, sigma=0.1, seed=0)
