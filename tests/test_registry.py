@@ -415,7 +415,7 @@ def test_a_broken_plugin_is_reported_by_name_and_the_others_load(broken_plugins,
     assert reg.unavailable["brokenhook"] == "its register_systems hook failed: ValueError: the plugin's own bug"
     assert reg.unavailable["badhookname"].startswith("implements unknown hook(s) register_sistems (the hooks are")
     assert "brokenhook_view" not in reg.views and "brokenhook" not in reg.plugins  # taken back whole
-    # a name no plugin registers (the template's 'ssh' is registered in-process when its tests run too)
+    # a name no plugin registers
     with pytest.raises(RegistryError, match=r"unknown system 'absent'; .*did not load: .*brokenhook \(its register"):
         get_system_class("absent")
     assert qcsurrogate.cli.main(["plugins"]) == 0
