@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from qcsurrogate.evaluation.metrics import rollout_windows
 from qcsurrogate.pipeline import Run, load_run_config
 from qcsurrogate.state import State
 
@@ -38,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     test = run.data.trajectories.index(list(run.split.test))
     horizon = max(args.steps)
     starts = [s for s in cfg.evaluation.starts if s + horizon < test.rho.shape[1]]
-    idx = torch.tensor(starts)[None, :] + torch.arange(horizon + 1)[:, None]  # (time, starts)
-    truth = test.map(lambda x: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(horizon + 1, -1, *x.shape[2:]))
+    truth = rollout_windows(test, starts, horizon)
     models = run.models()
     names = {label: c.name.upper() if c.name in ("parc", "cnn") else c.name for label, c in cfg.model_configs().items()}
     predictions: dict[str, State] = {names[label]: m.rollout(truth.index(0), horizon).to(dtype=torch.float64)

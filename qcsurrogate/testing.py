@@ -33,6 +33,7 @@ crashing somewhere inside a solver.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import random
@@ -962,8 +963,6 @@ def smoke_run_config(
     trajectories of `n_model_steps` steps, `L` sites when given, width-4 networks trained for 4 steps.
     `scenario_kwargs` override the example's scenario arguments (e.g. a shorter soliton on a smaller ring).
     """
-    import copy
-
     cfg = copy.deepcopy(dict(config))
     cfg.update(output_dir=str(output_dir), device="cpu")
     data = cfg["data"]

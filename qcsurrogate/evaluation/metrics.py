@@ -61,12 +61,17 @@ def rollout_rmse(
     `trajectories` is `(n_traj, n_time, ...)`. All (trajectory, start) pairs roll out as one batch.
     Returns the curve (at the step counts in `record`) and the predicted rollouts `(n_time', n_pairs, ...)`.
     """
+    return rollout_rmse_from_truth(predictor, rollout_windows(trajectories, starts, horizon), record)
+
+
+def rollout_windows(trajectories: State, starts: Sequence[int], horizon: int) -> State:
+    """The truth windows `(horizon + 1, n_pairs, ...)` of every (trajectory, start) pair of `trajectories`
+    `(n_traj, n_time, ...)`, for the starts that leave room for `horizon` steps (pairs: trajectory-major)."""
     starts = [s for s in starts if s + horizon < trajectories.rho.shape[1]]
     if not starts:
         raise ValueError(f"no start time leaves room for a {horizon}-step rollout")
     idx = torch.tensor(starts)[None, :] + torch.arange(horizon + 1)[:, None]  # (time, starts)
-    truth = trajectories.map(lambda x: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(horizon + 1, -1, *x.shape[2:]))
-    return rollout_rmse_from_truth(predictor, truth, record)
+    return trajectories.map(lambda x: x[:, idx].permute(1, 0, 2, *range(3, x.ndim + 1)).reshape(horizon + 1, -1, *x.shape[2:]))
 
 
 def rollout_rmse_from_truth(predictor: Predictor, truth: State, record: Sequence[int]) -> tuple[dict[str, Any], State]:
